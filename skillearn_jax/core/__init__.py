@@ -1,0 +1,18 @@
+"""Skillearn core: programs in the paper's terms, hypergradients, the engine.
+
+Knows nothing of neural architectures or images; every case study is a
+`Program` built on these names.
+"""
+
+from skillearn_jax.core.engine import ORDERS, ProgramState, init_state, make_step
+from skillearn_jax.core.hypergradients import (METHODS, HypergradientOptions,
+                                               hypergradient)
+from skillearn_jax.core.program import (DIRECTIONS, LossContext, LossOutput,
+                                        ParamSet, Program, ProgramError, Stage,
+                                        Validation)
+
+__all__ = [
+    'DIRECTIONS', 'METHODS', 'ORDERS', 'HypergradientOptions', 'LossContext',
+    'LossOutput', 'ParamSet', 'Program', 'ProgramError', 'ProgramState',
+    'Stage', 'Validation', 'hypergradient', 'init_state', 'make_step'
+]

@@ -1,0 +1,319 @@
+"""Hypergradients of the validation objective w.r.t. the remaining sets.
+
+This module owns the four ways of differentiating the validation stage
+through the chain of learning stages (Skillearn Eq. 4-5):
+
+* ``exact``: `jax.grad` through the unrolled stage updates, chains included.
+* ``finite_difference``: a reverse sweep over the stages; each stage's
+  mixed second derivative times the adjoint vector is the central difference
+  of its gradient at W +/- eps*v with eps = fd_epsilon / ||v|| (DARTS
+  Eq. 7-8, Skillearn Eq. 17 and 22-24). All active sets of a stage are
+  perturbed jointly along their joint adjoint, which is the same directional
+  derivative as perturbing them one by one, at half the cost. T-step unrolls
+  are swept step by step (the W-W Hessian term uses the same difference).
+* ``first_order``: second-order terms dropped, i.e. xi -> 0: the validation
+  objective is differentiated at the current stage parameters.
+* ``implicit``: the implicit function theorem at each stage's unrolled
+  solution, the inverse Hessian applied by a truncated Neumann series with
+  exact Hessian-vector products; composes over chains of any depth.
+
+Every method returns the gradient of the validation objective (the sign for
+maximized sets is the engine's business) plus scalar metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from skillearn_jax.core import program as prog
+from skillearn_jax.core import unroll as unroll_lib
+
+PyTree = Any
+tree_map = jax.tree_util.tree_map
+METHODS = ('exact', 'finite_difference', 'first_order', 'implicit')
+
+
+@dataclasses.dataclass(frozen=True)
+class HypergradientOptions:
+  """Knobs of the approximate methods."""
+  fd_epsilon: float = 0.01          # DARTS' R = 0.01 / ||v||
+  neumann_steps: int = 10
+  neumann_lr: float | None = None   # default: each set's unroll rate xi
+
+
+def check_method(method: str) -> str:
+  if method not in METHODS:
+    raise ValueError(f'hypergradient: unknown method {method!r}; allowed: '
+                     f'{METHODS}')
+  return method
+
+
+def _add(a, b):
+  return tree_map(jnp.add, a, b)
+
+
+def _scale(tree, s):
+  return tree_map(lambda x: s * x, tree)
+
+
+def _per_set(fn, *trees):
+  return {n: fn(n, *(t[n] for t in trees)) for n in trees[0]}
+
+
+class _Chain:
+  """The stages of one program evaluated at one state, batches and keys."""
+
+  def __init__(self, program: prog.Program, params, opt_states, model_state,
+               step, batches, key):
+    self.program = program
+    self.params = params
+    self.batches = batches
+    self.validation_sets = program.validation_sets
+    n = len(program.stages)
+    self.ctx = {
+        s.name: prog.LossContext(jax.random.fold_in(key, i), model_state, step)
+        for i, s in enumerate(program.stages)
+    }
+    self.val_ctx = prog.LossContext(jax.random.fold_in(key, n), model_state,
+                                    step)
+    self.rules = {
+        s.name: unroll_lib.unroll_rule(program, s.active, opt_states, params,
+                                       step) for s in program.stages
+    }
+
+  # -- evaluation ------------------------------------------------------------
+  def differentiable_inputs(self, stage, hyper, solutions):
+    """Inputs of `stage` that depend on the remaining sets: (U part, uses)."""
+    from_hyper = {n: hyper[n] for n in stage.supporting if n in hyper}
+    from_uses = {u: solutions[u] for u in stage.uses}
+    return from_hyper, from_uses
+
+  def stage_fn(self, stage):
+    """G(W, (U part, uses)) -> objective, for this stage's batch and key."""
+    constants = {n: self.params[n] for n in stage.supporting
+                 if n not in self.validation_sets}
+    batch = self.batches[stage.data_key]
+    ctx = self.ctx[stage.name]
+
+    def objective(active, inputs):
+      from_hyper, from_uses = inputs
+      merged = dict(constants)
+      merged.update(from_hyper)
+      for sol in from_uses.values():
+        merged.update(sol)
+      merged.update(active)
+      return unroll_lib.stage_objective(stage, merged, batch, ctx)[0]
+
+    return objective
+
+  def active(self, stage):
+    return {n: self.params[n] for n in stage.active}
+
+  def solve(self, hyper):
+    """Unrolled solutions of every stage, and their trajectories."""
+    solutions, trajectories = {}, {}
+    for stage in self.program.stages:
+      inputs = self.differentiable_inputs(stage, hyper, solutions)
+      g = self.stage_fn(stage)
+      solutions[stage.name], trajectories[stage.name] = unroll_lib.unroll(
+          lambda w, g=g, inputs=inputs: g(w, inputs), self.active(stage),
+          self.rules[stage.name], int(stage.unroll_steps))
+    return solutions, trajectories
+
+  def validation_objective(self, hyper, solutions):
+    merged = {}
+    for u in self.program.validation_uses:
+      merged.update(solutions[u])
+    merged.update(hyper)
+    return unroll_lib.stage_objective(self.program.validation, merged,
+                                      self.batches[self.program.validation.data],
+                                      self.val_ctx)
+
+  def current_solutions(self):
+    return {s.name: self.active(s) for s in self.program.stages}
+
+  def relevant_stages(self):
+    """Stages whose solution reaches the validation objective, last first."""
+    relevant = set(self.program.validation_uses)
+    for stage in reversed(self.program.stages):
+      if stage.name in relevant:
+        relevant.update(stage.uses)
+    return [s for s in reversed(self.program.stages) if s.name in relevant]
+
+
+def _metrics(value, aux, grads):
+  _, metrics = aux
+  out = {f'val/{k}': v for k, v in metrics.items()}
+  out['val/objective'] = value
+  for n, g in grads.items():
+    out[f'hypergrad/{n}/norm'] = optax.global_norm(g)
+  return out
+
+
+def _exact(chain: _Chain, hyper, options):
+  del options
+
+  def objective(h):
+    solutions, _ = chain.solve(h)
+    return chain.validation_objective(h, solutions)
+
+  (value, aux), grads = jax.value_and_grad(objective, has_aux=True)(hyper)
+  return grads, _metrics(value, aux, grads)
+
+
+def _first_order(chain: _Chain, hyper, options):
+  del options
+  solutions = chain.current_solutions()
+  (value, aux), grads = jax.value_and_grad(
+      chain.validation_objective, has_aux=True)(hyper, solutions)
+  return grads, _metrics(value, aux, grads)
+
+
+def _reverse_sweep(chain: _Chain, hyper, stage_vjp):
+  """Shared reverse pass: adjoints flow from validation back through stages.
+
+  `stage_vjp(stage, g, solutions, trajectories, inputs, adjoint)` returns the
+  cotangent of the stage's differentiable inputs given the adjoint of its
+  solution.
+  """
+  hyper = jax.lax.stop_gradient(hyper)
+  solutions, trajectories = chain.solve(hyper)
+  solutions = jax.lax.stop_gradient(solutions)
+  (value, aux), (grads, adjoints) = jax.value_and_grad(
+      chain.validation_objective, argnums=(0, 1), has_aux=True)(hyper,
+                                                                solutions)
+  adjoints = dict(adjoints)
+  for stage in chain.relevant_stages():
+    inputs = chain.differentiable_inputs(stage, hyper, solutions)
+    if not inputs[0] and not inputs[1]:
+      continue
+    adjoint = adjoints.get(stage.name)
+    if adjoint is None:
+      continue
+    d_hyper, d_uses = stage_vjp(stage, chain.stage_fn(stage), solutions,
+                                trajectories, inputs, adjoint)
+    for n, g in d_hyper.items():
+      grads[n] = _add(grads[n], g)
+    for u, g in d_uses.items():
+      adjoints[u] = _add(adjoints[u], g) if u in adjoints else g
+  return grads, _metrics(value, aux, grads)
+
+
+def _central_difference(g, w, inputs, direction, epsilon, with_w: bool):
+  """(grad G(w + r d) - grad G(w - r d)) / 2r, r = epsilon / ||d||.
+
+  Returns the mixed second derivative of G times d, w.r.t. `inputs` (and
+  w.r.t. w as well when `with_w`).
+  """
+  norm = optax.global_norm(direction)
+  r = jnp.where(norm > 0, epsilon / jnp.where(norm > 0, norm, 1.0), epsilon)
+  plus = tree_map(lambda a, b: a + r * b, w, direction)
+  minus = tree_map(lambda a, b: a - r * b, w, direction)
+  argnums = (0, 1) if with_w else 1
+  grad_fn = jax.grad(g, argnums=argnums)
+  gp, gm = grad_fn(plus, inputs), grad_fn(minus, inputs)
+  return tree_map(lambda p, m: (p - m) / (2 * r), gp, gm)
+
+
+def _finite_difference(chain: _Chain, hyper, options: HypergradientOptions):
+  eps = options.fd_epsilon
+
+  def stage_vjp(stage, g, solutions, trajectories, inputs, adjoint):
+    del solutions
+    rule = chain.rules[stage.name]
+    steps = int(stage.unroll_steps)
+    # Adjoint recursion for w_{t+1} = w_t - xi*b_{t+1}, b_{t+1} = mu*b_t + d_t,
+    # d_t = grad G(w_t) + wd*w_t. vb_total = vb - xi*vw; then
+    # vw += (H + wd) vb_total; v_inputs += H_xw vb_total; vb = mu vb_total.
+    def total_b(vw, vb):
+      return _per_set(lambda n, a, b: tree_map(
+          lambda x, y: x - rule.xi[n] * y, b, a), vw, vb)
+
+    v_inputs = tree_map(jnp.zeros_like, inputs)
+    vw = adjoint
+    vb = tree_map(jnp.zeros_like, adjoint)
+    if steps > 1:
+      later = tree_map(lambda t: t[1:][::-1], trajectories[stage.name])
+
+      def body(carry, w_t):
+        vw, vb, v_in = carry
+        vbt = total_b(vw, vb)
+        d_w, d_in = _central_difference(g, w_t, inputs, vbt, eps, with_w=True)
+        vw = _per_set(lambda n, a, h, b: tree_map(
+            lambda x, y, z: x + y + rule.weight_decay[n] * z, a, h, b),
+                      vw, d_w, vbt)
+        vb = _per_set(lambda n, b: _scale(b, rule.momentum[n]), vbt)
+        return (vw, vb, _add(v_in, d_in)), None
+
+      (vw, vb, v_inputs), _ = jax.lax.scan(body, (vw, vb, v_inputs), later)
+    vbt = total_b(vw, vb)
+    d_in = _central_difference(g, chain.active(stage), inputs, vbt, eps,
+                               with_w=False)
+    return _add(v_inputs, d_in)
+
+  return _reverse_sweep(chain, hyper, stage_vjp)
+
+
+def _implicit(chain: _Chain, hyper, options: HypergradientOptions):
+
+  def stage_vjp(stage, g, solutions, trajectories, inputs, adjoint):
+    del trajectories
+    rule = chain.rules[stage.name]
+    w_star = solutions[stage.name]
+    rate = {n: (rule.xi[n] if options.neumann_lr is None else
+                jnp.asarray(options.neumann_lr, jnp.float32))
+            for n in w_star}
+
+    def grad_w(w, x):
+      grads = jax.grad(g)(w, x)
+      # Weight decay in the unroll rule is part of the stage objective.
+      return _per_set(lambda n, gr, ww: tree_map(
+          lambda a, b: a + rule.weight_decay[n] * b, gr, ww), grads, w)
+
+    def hvp(vec):
+      return jax.jvp(lambda w: grad_w(w, inputs), (w_star,), (vec,))[1]
+
+    # H^-1 v ~= rate * sum_{i=0}^{N} (I - rate*H)^i v
+    def body(carry, _):
+      term, total = carry
+      h = hvp(term)
+      term = _per_set(lambda n, t, hh: tree_map(
+          lambda a, b: a - rate[n] * b, t, hh), term, h)
+      return (term, _add(total, term)), None
+
+    (_, series), _ = jax.lax.scan(body, (adjoint, adjoint), None,
+                                  length=options.neumann_steps)
+    p = _per_set(lambda n, s: _scale(s, rate[n]), series)
+    _, vjp = jax.vjp(lambda x: grad_w(w_star, x), inputs)
+    (d_inputs,) = vjp(p)
+    return _scale(d_inputs, -1.0)
+
+  return _reverse_sweep(chain, hyper, stage_vjp)
+
+
+_IMPLEMENTATIONS = {
+    'exact': _exact,
+    'finite_difference': _finite_difference,
+    'first_order': _first_order,
+    'implicit': _implicit,
+}
+
+
+def hypergradient(program: prog.Program, *, params: Mapping[str, PyTree],
+                  opt_states: Mapping[str, PyTree], model_state: PyTree,
+                  step: jax.Array, batches: Mapping[str, Any], key: jax.Array,
+                  method: str = 'exact',
+                  options: HypergradientOptions = HypergradientOptions()):
+  """Gradient of the validation objective w.r.t. each validation-stage set.
+
+  Returns (grads by set name, metrics). Pure; jit it from the outside.
+  """
+  check_method(method)
+  chain = _Chain(program, params, opt_states, model_state, step, batches, key)
+  hyper = {n: params[n] for n in program.validation_sets}
+  return _IMPLEMENTATIONS[method](chain, hyper, options)

@@ -1,0 +1,183 @@
+"""Candidate operations of the DARTS search space as Flax modules (NHWC).
+
+This module owns the eight DARTS primitives (``PRIMITIVES``), their building blocks
+(``ReLUConvBN``, ``DilConv``, ``SepConv``, ``FactorizedReduce``, ``Zero``, ``Identity``,
+``MaxPool``, ``AvgPool``) and ``make_op``, which builds one primitive exactly as the official
+DARTS ``OPS`` table does. Every module takes ``affine``: the search supernet builds its ops with
+affine-free batch norm, the evaluation network with affine batch norm. Convolutions have no bias
+and use PyTorch's default initialisation; batch norm uses PyTorch's momentum (0.1) and eps
+(1e-5). Every module is called as ``module(x, train=...)``: in training mode batch norm
+normalises with batch statistics and updates its running statistics in the ``batch_stats``
+collection, in evaluation mode it uses the running statistics.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+PRIMITIVES = (
+    'none',
+    'max_pool_3x3',
+    'avg_pool_3x3',
+    'skip_connect',
+    'sep_conv_3x3',
+    'sep_conv_5x5',
+    'dil_conv_3x3',
+    'dil_conv_5x5',
+)
+
+# PyTorch's default Conv2d/Linear weight init (kaiming_uniform with a=sqrt(5)) is
+# U(-1/sqrt(fan_in), 1/sqrt(fan_in)), i.e. variance 1/(3 fan_in).
+TORCH_DEFAULT_INIT = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+
+BN_MOMENTUM = 0.9  # Flax keeps `momentum` of the old value: PyTorch momentum 0.1.
+BN_EPSILON = 1e-5
+
+
+def batch_norm(affine: bool, train: bool, name: str | None = None) -> nn.BatchNorm:
+    """Batch norm with PyTorch's defaults; scale and bias only when ``affine``."""
+    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                        use_scale=affine, use_bias=affine, name=name)
+
+
+def conv(features: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+         groups: int = 1, name: str | None = None) -> nn.Conv:
+    """Bias-free 2-D convolution with symmetric integer padding, as ``torch.nn.Conv2d``."""
+    return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride),
+                   padding=((padding, padding), (padding, padding)),
+                   kernel_dilation=(dilation, dilation), feature_group_count=groups,
+                   use_bias=False, kernel_init=TORCH_DEFAULT_INIT, name=name)
+
+
+class Zero(nn.Module):
+    """The 'none' op: zeros, subsampled like a strided op when ``stride`` > 1."""
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        del train
+        return jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
+
+
+class Identity(nn.Module):
+    """The stride-1 'skip_connect' op."""
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        del train
+        return x
+
+
+class MaxPool(nn.Module):
+    """3x3 max pooling, padding 1 (padded cells never win)."""
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        del train
+        return nn.max_pool(x, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)))
+
+
+class AvgPool(nn.Module):
+    """3x3 average pooling, padding 1, padded cells excluded from the count."""
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        del train
+        return nn.avg_pool(x, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)),
+                           count_include_pad=False)
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU -> conv (no bias) -> batch norm."""
+    channels: int
+    kernel_size: int = 1
+    stride: int = 1
+    padding: int = 0
+    affine: bool = True
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        x = conv(self.channels, self.kernel_size, self.stride, self.padding, name='conv')(nn.relu(x))
+        return batch_norm(self.affine, train, name='bn')(x)
+
+
+class DilConv(nn.Module):
+    """ReLU -> depthwise kxk (stride, dilation) -> pointwise 1x1 -> batch norm."""
+    channels: int
+    kernel_size: int
+    stride: int
+    padding: int
+    dilation: int
+    affine: bool = True
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        c_in = x.shape[-1]
+        x = conv(c_in, self.kernel_size, self.stride, self.padding, self.dilation, groups=c_in,
+                 name='depthwise')(nn.relu(x))
+        x = conv(self.channels, 1, name='pointwise')(x)
+        return batch_norm(self.affine, train, name='bn')(x)
+
+
+class SepConv(nn.Module):
+    """Two stacked DilConv blocks with dilation 1; the stride applies to the first only."""
+    channels: int
+    kernel_size: int
+    stride: int
+    padding: int
+    affine: bool = True
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        k, p = self.kernel_size, self.padding
+        x = DilConv(x.shape[-1], k, self.stride, p, 1, self.affine, name='block1')(x, train=train)
+        return DilConv(self.channels, k, 1, p, 1, self.affine, name='block2')(x, train=train)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the resolution: ReLU, two 1x1 stride-2 convs (the second on the input shifted by
+    one pixel), each with half the output channels, concatenated, then batch norm."""
+    channels: int
+    affine: bool = True
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        if self.channels % 2:
+            raise ValueError(f'FactorizedReduce: channels must be even, got {self.channels}')
+        x = nn.relu(x)
+        half = self.channels // 2
+        y = jnp.concatenate([conv(half, 1, stride=2, name='conv_1')(x),
+                             conv(half, 1, stride=2, name='conv_2')(x[:, 1:, 1:, :])], axis=-1)
+        return batch_norm(self.affine, train, name='bn')(y)
+
+
+def make_op(name: str, channels: int, stride: int, affine: bool,
+            module_name: str | None = None) -> nn.Module:
+    """The primitive ``name`` mapping ``channels`` to ``channels`` at ``stride`` (1 or 2),
+    as in the official DARTS ``OPS`` table (pooling ops carry no batch norm here)."""
+    if stride not in (1, 2):
+        raise ValueError(f'make_op: stride must be 1 or 2, got {stride}')
+    kw = dict(name=module_name)
+    if name == 'none':
+        return Zero(stride, **kw)
+    if name == 'max_pool_3x3':
+        return MaxPool(stride, **kw)
+    if name == 'avg_pool_3x3':
+        return AvgPool(stride, **kw)
+    if name == 'skip_connect':
+        return Identity(**kw) if stride == 1 else FactorizedReduce(channels, affine, **kw)
+    if name in ('sep_conv_3x3', 'sep_conv_5x5'):
+        k = int(name[-1])
+        return SepConv(channels, k, stride, k // 2, affine, **kw)
+    if name in ('dil_conv_3x3', 'dil_conv_5x5'):
+        k = int(name[-1])
+        return DilConv(channels, k, stride, k - 1, 2, affine, **kw)
+    raise ValueError(f'make_op: unknown primitive {name!r}; allowed: {", ".join(PRIMITIVES)}')
+
+
+def count_params(params) -> int:
+    """Number of scalars in a parameter pytree."""
+    return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))

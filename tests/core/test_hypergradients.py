@@ -1,0 +1,235 @@
+"""Hypergradients against truth: closed forms, hand-composed chains, FD."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from skillearn_jax import core
+from skillearn_jax.skills import hpo_ridge
+
+XI = 0.05
+
+
+def _ridge_state(unroll_steps=1, log_lam=-1.0, w=None):
+  program = hpo_ridge.build_program(xi=XI, weight_lr=0.1, hyper_lr=0.01,
+                                    unroll_steps=unroll_steps)
+  data = hpo_ridge.make_data(0, n_train=40, n_val=30, dim=5, noise=0.3)
+  if w is None:
+    w = 0.3 * jax.random.normal(jax.random.PRNGKey(1), (5,))
+  state = core.init_state(program, {'w': w, 'log_lam': jnp.float32(log_lam)})
+  return program, state, data
+
+
+def _hypergrad(program, state, data, method, **options):
+  grads, metrics = jax.jit(
+      lambda s: core.hypergradient(
+          program, params=s.params, opt_states=s.opt_states,
+          model_state=s.model_state, step=s.step, batches=data,
+          key=jax.random.PRNGKey(0), method=method,
+          options=core.HypergradientOptions(**options)))(state)
+  return grads, metrics
+
+
+def _rel(a, b):
+  return float(jnp.abs(a - b) / jnp.abs(b))
+
+
+def test_ridge_exact_matches_closed_form():
+  program, state, data = _ridge_state()
+  truth = hpo_ridge.closed_form_unrolled(state.params, data, XI)
+  grads, metrics = _hypergrad(program, state, data, 'exact')
+  assert _rel(grads['log_lam'], truth) < 1e-5
+  assert float(metrics['hypergrad/log_lam/norm']) == pytest.approx(
+      abs(float(truth)), rel=1e-5)
+
+
+def test_ridge_finite_difference_matches_closed_form():
+  program, state, data = _ridge_state()
+  truth = hpo_ridge.closed_form_unrolled(state.params, data, XI)
+  grads, _ = _hypergrad(program, state, data, 'finite_difference')
+  assert _rel(grads['log_lam'], truth) < 1e-3
+
+
+def test_ridge_first_order_drops_the_second_order_term():
+  # L_val does not depend on h directly, so the first-order gradient is 0.
+  program, state, data = _ridge_state()
+  grads, _ = _hypergrad(program, state, data, 'first_order')
+  assert float(grads['log_lam']) == 0.0
+
+
+def test_ridge_implicit_matches_ift_closed_form_at_the_optimum():
+  h = -1.0
+  data = hpo_ridge.make_data(0, n_train=40, n_val=30, dim=5, noise=0.3)
+  w_star, _ = hpo_ridge.ridge_solution(jnp.float32(h), data['train'])
+  program, state, data = _ridge_state(log_lam=h, w=w_star)
+  truth = hpo_ridge.closed_form_implicit(jnp.float32(h), data)
+  grads, _ = _hypergrad(program, state, data, 'implicit', neumann_steps=400,
+                        neumann_lr=0.2)
+  assert _rel(grads['log_lam'], truth) < 1e-3
+
+
+@pytest.mark.parametrize('steps', [2, 3])
+def test_multi_step_unroll_fd_and_exact_agree(steps):
+  program, state, data = _ridge_state(unroll_steps=steps)
+  exact, _ = _hypergrad(program, state, data, 'exact')
+
+  def by_hand(h):
+    w = state.params['w']
+    for _ in range(steps):
+      w = w - XI * jax.grad(hpo_ridge.train_loss)(
+          {'w': w, 'log_lam': h}, data['train'], None)['w']
+    return hpo_ridge.val_loss({'w': w}, data['val'], None)
+
+  truth = jax.grad(by_hand)(state.params['log_lam'])
+  assert _rel(exact['log_lam'], truth) < 1e-5
+  fd, _ = _hypergrad(program, state, data, 'finite_difference')
+  assert _rel(fd['log_lam'], truth) < 1e-3
+
+
+# A three-stage chain: stage 2 uses stage 1's solution, stage 3 uses both.
+def _l1(p, batch, ctx):
+  return jnp.sum((jnp.tanh(p['a'] * p['h1']) - batch) ** 2)
+
+
+def _l2(p, batch, ctx):
+  return jnp.sum((p['b'] - jnp.sin(p['a'])) ** 2 * (1 + p['h2'] ** 2)) + \
+      jnp.sum(p['b'] * batch)
+
+
+def _i2(p, batch, ctx):
+  return jnp.sum((p['b'] - p['a']) ** 2)
+
+
+def _l3(p, batch, ctx):
+  return jnp.sum((p['c'] - p['a'] * p['b']) ** 2) + jnp.sum(
+      jnp.cos(p['c'] * p['h1']))
+
+
+def _lval(p, batch, ctx):
+  return jnp.sum((p['c'] - batch) ** 2) + 0.3 * jnp.sum(p['b'] * p['h2'])
+
+
+def _chain_program(momentum=0.0, weight_decay=0.0, steps=1):
+  sets = [core.ParamSet(n, optax.sgd(0.05, momentum=0.9 if momentum else None),
+                        unroll_lr=xi, unroll_momentum=momentum,
+                        unroll_weight_decay=weight_decay)
+          for n, xi in (('a', 0.1), ('b', 0.2), ('c', 0.15))]
+  sets += [core.ParamSet('h1', optax.adam(1e-2)),
+           core.ParamSet('h2', optax.adam(1e-2))]
+  return core.Program(
+      param_sets=sets,
+      stages=[
+          core.Stage('s1', active=['a'], supporting=['h1'], loss=_l1,
+                     data='d1', unroll_steps=steps),
+          core.Stage('s2', active=['b'], supporting=['h2'], uses=['s1'],
+                     loss=_l2, interaction=_i2, gamma=0.7, data='d2'),
+          core.Stage('s3', active=['c'], supporting=['h1'], uses=['s1', 's2'],
+                     loss=_l3, data='d3'),
+      ],
+      validation=core.Validation(_lval, {'h1': 'minimize', 'h2': 'maximize'},
+                                 uses=['s2', 's3']))
+
+
+def _chain_inputs():
+  rng = np.random.default_rng(3)
+  f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)
+  params = {'a': f(4), 'b': f(4), 'c': f(4), 'h1': f(4), 'h2': f(4)}
+  batches = {'d1': f(4), 'd2': f(4), 'd3': f(4), 'val': f(4)}
+  return params, batches
+
+
+def _hand_composed(params, batches, h1, h2):
+  grad = lambda fn, p, name: jax.grad(lambda x: fn({**p, name: x}, None,
+                                                   None))(p[name])
+  a = params['a'] - 0.1 * jax.grad(
+      lambda a: _l1({'a': a, 'h1': h1}, batches['d1'], None))(params['a'])
+  b = params['b'] - 0.2 * jax.grad(lambda b: _l2(
+      {'a': a, 'b': b, 'h2': h2}, batches['d2'], None) + 0.7 * _i2(
+          {'a': a, 'b': b}, None, None))(params['b'])
+  c = params['c'] - 0.15 * jax.grad(lambda c: _l3(
+      {'a': a, 'b': b, 'c': c, 'h1': h1}, batches['d3'], None))(params['c'])
+  del grad
+  return _lval({'b': b, 'c': c, 'h2': h2}, batches['val'], None)
+
+
+def test_three_stage_chain_exact_equals_hand_composed_grad():
+  program = _chain_program()
+  params, batches = _chain_inputs()
+  state = core.init_state(program, params)
+  grads, _ = _hypergrad(program, state, batches, 'exact')
+  t1, t2 = jax.grad(_hand_composed, argnums=(2, 3))(params, batches,
+                                                   params['h1'], params['h2'])
+  np.testing.assert_allclose(grads['h1'], t1, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(grads['h2'], t2, rtol=1e-5, atol=1e-6)
+
+
+def _cosine(a, b):
+  a, b = jnp.ravel(a), jnp.ravel(b)
+  return float(a @ b / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
+
+
+@pytest.mark.parametrize('momentum, weight_decay, steps', [
+    (0.0, 0.0, 1), (0.9, 3e-2, 1), (0.9, 3e-2, 2)])
+def test_three_stage_chain_fd_matches_exact(momentum, weight_decay, steps):
+  program = _chain_program(momentum, weight_decay, steps)
+  params, batches = _chain_inputs()
+  state = core.init_state(program, params)
+  if momentum:  # a non-zero momentum buffer, as after some real steps
+    step = core.make_step(program, method='first_order')
+    state, _ = step(state, batches, jax.random.PRNGKey(0))
+    state, _ = step(state, batches, jax.random.PRNGKey(1))
+  exact, _ = _hypergrad(program, state, batches, 'exact')
+  fd, _ = _hypergrad(program, state, batches, 'finite_difference')
+  for n in ('h1', 'h2'):
+    assert _cosine(fd[n], exact[n]) > 0.9999
+    np.testing.assert_allclose(fd[n], exact[n], rtol=2e-3, atol=2e-4)
+
+
+def _spd(rng, n):
+  q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+  return jnp.asarray(q @ np.diag(rng.uniform(0.5, 2.0, n)) @ q.T, jnp.float32)
+
+
+def test_two_stage_chain_implicit_matches_ift_at_the_optima():
+  # a* = P^-1 h1, b* = Q^-1 (a* + h2), L_val = |b* - t|^2 / 2: the true
+  # hypergradient of the chained optima is known through linear solves.
+  rng = np.random.default_rng(5)
+  pm, qm = _spd(rng, 3), _spd(rng, 3)
+  h1, h2, t = (jnp.asarray(rng.normal(size=3), jnp.float32) for _ in range(3))
+  l1 = lambda p, b, c: 0.5 * p['a'] @ pm @ p['a'] - p['a'] @ p['h1']
+  l2 = lambda p, b, c: 0.5 * p['b'] @ qm @ p['b'] - p['b'] @ (p['a'] + p['h2'])
+  lval = lambda p, b, c: 0.5 * jnp.sum((p['b'] - t) ** 2)
+  program = core.Program(
+      param_sets=[core.ParamSet('a', optax.sgd(0.1), unroll_lr=0.3),
+                  core.ParamSet('b', optax.sgd(0.1), unroll_lr=0.3),
+                  core.ParamSet('h1', optax.sgd(0.1)),
+                  core.ParamSet('h2', optax.sgd(0.1))],
+      stages=[core.Stage('s1', active=['a'], supporting=['h1'], loss=l1),
+              core.Stage('s2', active=['b'], supporting=['h2'], uses=['s1'],
+                         loss=l2)],
+      validation=core.Validation(lval, {'h1': 'minimize', 'h2': 'minimize'},
+                                 uses=['s2']))
+
+  def optima(h1, h2):
+    a = jnp.linalg.solve(pm, h1)
+    return a, jnp.linalg.solve(qm, a + h2)
+
+  truth = jax.grad(lambda h1, h2: 0.5 * jnp.sum((optima(h1, h2)[1] - t) ** 2),
+                   argnums=(0, 1))(h1, h2)
+  a, b = optima(h1, h2)
+  state = core.init_state(program, {'a': a, 'b': b, 'h1': h1, 'h2': h2})
+  grads, _ = _hypergrad(program, state, {'s1': None, 's2': None, 'val': None},
+                        'implicit', neumann_steps=300)
+  np.testing.assert_allclose(grads['h1'], truth[0], rtol=1e-3, atol=1e-5)
+  np.testing.assert_allclose(grads['h2'], truth[1], rtol=1e-3, atol=1e-5)
+
+
+def test_unknown_method_is_refused():
+  program, state, data = _ridge_state()
+  with pytest.raises(ValueError, match="hypergradient: unknown method 'magic'"):
+    core.hypergradient(program, params=state.params,
+                       opt_states=state.opt_states, model_state={},
+                       step=state.step, batches=data,
+                       key=jax.random.PRNGKey(0), method='magic')
