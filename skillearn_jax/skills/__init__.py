@@ -1,0 +1,19 @@
+"""Skills: one module per learning skill, each config -> SkillSetup.
+
+`build(config)` looks the skill up by `config.skill`; modules are imported
+lazily so a ridge run never imports the NAS stack.
+"""
+
+import importlib
+
+SKILLS = {
+    'hpo_ridge': 'skillearn_jax.skills.hpo_ridge',
+    'darts': 'skillearn_jax.skills.darts',
+}
+
+
+def build(config):
+  if config.skill not in SKILLS:
+    raise ValueError(f'config.skill: unknown skill {config.skill!r}; '
+                     f'allowed: {sorted(SKILLS)}')
+  return importlib.import_module(SKILLS[config.skill]).build(config)

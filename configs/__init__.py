@@ -1,0 +1,1 @@
+"""Experiment configs: one file per paper-row family (big_vision style)."""

@@ -1,0 +1,51 @@
+"""Compare every hypergradient method on the same batches, as JSON.
+
+  python -m skillearn_jax.hypercheck --config=configs/hpo_ridge.py
+  python -m skillearn_jax.hypercheck --config=configs/darts.py:quick --config.hypergradient=exact
+
+Prints {"methods": {METHOD: {SET: {"norm", "cosine_vs_exact",
+"rel_error_vs_exact", "median_s", "peak_mb"[, "rel_error_vs_closed_form"]}}}}.
+"""
+
+import json
+
+from absl import app
+from absl import flags
+import jax
+from ml_collections import config_flags
+
+from skillearn_jax import core
+from skillearn_jax import skills
+from skillearn_jax.run import compare_hypergradients
+from skillearn_jax.run import config_check
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.',
+                                          lock_config=True)
+_METHODS = flags.DEFINE_list('methods', list(core.METHODS),
+                             'Methods to compare (exact is always included).')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed repeats per method.')
+_STEP = flags.DEFINE_integer('step', 0, 'Which step\'s batches to use.')
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  config_check.check(config)
+  for m in _METHODS.value:
+    core.hypergradients.check_method(m)
+  setup = skills.build(config)
+  key = jax.random.PRNGKey(config.seed)
+  params, model_state = setup.init(jax.random.fold_in(key, 0))
+  state = core.init_state(setup.program, params, model_state)
+  options = core.HypergradientOptions(fd_epsilon=config.fd_epsilon,
+                                      neumann_steps=config.neumann_steps)
+  report = compare_hypergradients.compare(
+      setup, state, setup.batches_at(_STEP.value),
+      jax.random.fold_in(key, _STEP.value + 1), methods=_METHODS.value,
+      options=options, repeats=_REPEATS.value)
+  print(json.dumps(report, indent=1))
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

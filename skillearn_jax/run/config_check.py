@@ -1,0 +1,55 @@
+"""Refuses a bad config before anything compiles.
+
+ml_collections already refuses unknown fields and wrong types at the flag
+level (configs are locked); this module checks values against their allowed
+sets and ranges, naming the field and what is allowed. Skills add their own
+checks through an optional `check_config(config)` in their module.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from skillearn_jax import core
+from skillearn_jax import skills
+
+MODES = ('search', 'evaluate', 'teach')
+
+
+class ConfigError(ValueError):
+  """A config value outside its allowed set."""
+
+
+def one_of(config, field: str, allowed) -> None:
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  if value not in allowed:
+    raise ConfigError(f'config.{field}: {value!r} is not allowed; allowed: '
+                      f'{tuple(allowed)}')
+
+
+def positive(config, field: str, allow_zero: bool = False) -> None:
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  if value < 0 or (value == 0 and not allow_zero):
+    bound = '>= 0' if allow_zero else '> 0'
+    raise ConfigError(f'config.{field}: {value!r} is not allowed; must be '
+                      f'{bound}')
+
+
+def check(config) -> None:
+  one_of(config, 'skill', skills.SKILLS)
+  one_of(config, 'mode', MODES)
+  one_of(config, 'hypergradient', core.METHODS)
+  one_of(config, 'order', core.ORDERS)
+  positive(config, 'fd_epsilon')
+  positive(config, 'neumann_steps', allow_zero=True)
+  positive(config, 'num_epochs')
+  positive(config, 'log_every_steps')
+  positive(config, 'checkpoint_every_steps')
+  positive(config, 'keep_checkpoints')
+  module = importlib.import_module(skills.SKILLS[config.skill])
+  if hasattr(module, 'check_config'):
+    module.check_config(config)
