@@ -12,7 +12,7 @@ import ml_collections
 def base_config(skill: str, mode: str = 'search') -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.skill = skill
-  c.mode = mode                   # search | evaluate | teach
+  c.mode = mode                   # search | evaluate
   c.seed = 0
   c.hypergradient = 'exact'       # exact | finite_difference | first_order | implicit
   c.order = 'validation_first'    # validation_first | stages_first
@@ -24,4 +24,41 @@ def base_config(skill: str, mode: str = 'search') -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 100
   c.keep_checkpoints = 2
   c.compilation_cache_dir = '~/.cache/skillearn_jax/xla'   # '' turns it off
+  return c
+
+
+def darts_search_blocks(c: ml_collections.ConfigDict, *, dataset='cifar10',
+                        num_epochs=50) -> ml_collections.ConfigDict:
+  """Data, supernet and optimizer blocks of the official DARTS search.
+
+  Weights: SGD 0.025, momentum 0.9, wd 3e-4, per-epoch cosine to 0.001,
+  clip 5; alphas: Adam 3e-4, betas (0.5, 0.999), wd 1e-3; batch 64; the
+  training set split 50/50; 8 cells, C = 16, 4 nodes.
+  """
+  c.num_epochs = num_epochs
+  c.data = ml_collections.ConfigDict(dict(
+      name=dataset, data_dir='', split='train', train_portion=0.5,
+      batch_size=64,
+      eval_examples=10000))
+  c.net = ml_collections.ConfigDict(dict(
+      channels=16, layers=8, nodes=4, multiplier=4, stem_multiplier=3))
+  c.weights_optim = ml_collections.ConfigDict(dict(
+      lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, clip=5.0))
+  c.alphas_optim = ml_collections.ConfigDict(dict(
+      lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3))
+  return c
+
+
+def quick_search(c: ml_collections.ConfigDict, *, dataset='digits'):
+  """Shrinks a search config to run end to end on the embedded digits."""
+  c.data.name = dataset
+  c.data.batch_size = 32
+  c.data.eval_examples = 256
+  c.net.channels = 4
+  c.net.layers = 3
+  c.net.nodes = 2
+  c.net.multiplier = 2
+  c.num_epochs = 2
+  c.log_every_steps = 5
+  c.checkpoint_every_steps = 10
   return c

@@ -73,7 +73,8 @@ def _candidates(directory: str, stem: str) -> list[tuple[str, ...]]:
     for images_name in ("images-idx3-ubyte", "images-idx4-ubyte"):
         images_idx = _existing(directory, _stemmed(stem, images_name))
         found += [(i, l) for i in images_idx for l in labels_idx]
-    npy = tuple(os.path.join(directory, _stemmed(stem, f"{kind}.npy")) for kind in ("images", "labels"))
+    npy = tuple(os.path.join(directory, _stemmed(stem, f"{kind}.npy"))
+                for kind in ("images", "labels"))
     if all(os.path.isfile(p) for p in npy):
         found.append(npy)
     npz = os.path.join(directory, f"{stem or 'data'}.npz")
@@ -116,7 +117,7 @@ def _load_pair(files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
                                  f"'images' and 'labels' (has {archive.files})")
             images, labels = archive["images"], archive["labels"]
     else:
-        images, labels = [read_idx(p) if ".npy" not in p else np.load(p) for p in files]
+        images, labels = [np.load(p) if p.endswith(".npy") else read_idx(p) for p in files]
     return _checked_images(images, files[0]), _checked_labels(labels, files[-1])
 
 
@@ -145,12 +146,17 @@ def _checked_labels(labels: np.ndarray, path: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-@functools.lru_cache(maxsize=8)
 def _load_split(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = _load_pair(split_files(directory, split))
+    files = split_files(directory, split)
+    return _load_files(files, tuple(os.stat(path).st_mtime_ns for path in files))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_files(files: tuple[str, ...], mtimes: tuple[int, ...]):
+    del mtimes  # Part of the cache key only: a rewritten file is read again.
+    images, labels = _load_pair(files)
     if len(images) != len(labels):
-        raise ValueError(f"array_dir {directory!r} split {split!r}: {len(images)} images but "
-                         f"{len(labels)} labels")
+        raise ValueError(f"{files}: {len(images)} images but {len(labels)} labels; they must match")
     images.flags.writeable = False
     return images, labels
 

@@ -62,8 +62,10 @@ def to_unit_float(images: np.ndarray) -> np.ndarray:
 
 def channel_stats(images: np.ndarray) -> tuple[tuple, tuple]:
     """Per-channel (mean, std) of NHWC images on the 0..1 scale, as plain float tuples."""
-    pixels = to_unit_float(images).reshape(-1, images.shape[-1]).astype(np.float64)
-    return tuple(float(m) for m in pixels.mean(axis=0)), tuple(float(s) for s in pixels.std(axis=0))
+    pixels = to_unit_float(images).reshape(-1, images.shape[-1])
+    mean = pixels.mean(axis=0, dtype=np.float64)
+    std = pixels.std(axis=0, dtype=np.float64)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
 def check_indices(indices: Sequence[int], length: int, name: str) -> np.ndarray:

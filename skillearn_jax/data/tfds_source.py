@@ -68,7 +68,7 @@ def open_data_source(name: str, tfds_split: str, data_dir: Optional[str]) -> Seq
     try:
         return tfds.data_source(name, split=tfds_split, data_dir=data_dir, download=False,
                                 builder_kwargs={"file_format": "array_record"})
-    except (KeyError, FileNotFoundError, NotImplementedError, AssertionError) as error:
+    except (KeyError, FileNotFoundError, NotImplementedError) as error:
         # tfds reports a missing dataset as "splits is empty" (KeyError) or, for data prepared
         # as tfrecord, as an unsupported file format; both mean "prepare it as array_record".
         raise DatasetUnavailableError(f"{_how_to_prepare(name, data_dir)} (tfds said: "

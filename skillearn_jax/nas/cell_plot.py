@@ -167,6 +167,7 @@ def cell_dot_source(genotype: Genotype, cell_type: str, title: str | None = None
     """The cell as Graphviz DOT text (left to right, edges labelled with op names)."""
     edges, concat, nodes = _cell(genotype, cell_type)
     output = NUM_INPUT_STATES + nodes
+    graph_label = (title or f"{cell_type} cell").replace('"', "'")  # DOT string quoting
 
     def node_id(state):
         return "c_k" if state == output else f"s{state}"
@@ -174,16 +175,18 @@ def cell_dot_source(genotype: Genotype, cell_type: str, title: str | None = None
     lines = [
         "digraph cell {",
         "  rankdir=LR;",
-        f'  label="{title or cell_type + " cell"}"; labelloc=t;',
+        f'  label="{graph_label}"; labelloc=t;',
         '  node [style="rounded,filled", shape=rect, fontname=helvetica, penwidth=2];',
         '  edge [fontname=helvetica, fontsize=16];',
     ]
     for state in range(NUM_INPUT_STATES):
-        lines.append(f'  {node_id(state)} [label="{state_name(state)}", fillcolor="{INPUT_COLOR}"];')
+        lines.append(f'  {node_id(state)} [label="{state_name(state)}", '
+                     f'fillcolor="{INPUT_COLOR}"];')
     for node in range(nodes):
         lines.append(f'  {node_id(NUM_INPUT_STATES + node)} [label="{node}", shape=box, '
                      f'fillcolor="{NODE_COLOR}"];')
     lines.append(f'  c_k [label="c_{{k}}", fillcolor="{OUTPUT_COLOR}"];')
+    lines.append("  {rank=same; s0; s1;}")
     for position, (op_name, source) in enumerate(edges):
         target = NUM_INPUT_STATES + position // 2
         color = OP_COLORS.get(op_name, OTHER_OP_COLOR)
@@ -246,11 +249,18 @@ def plot_genotype(genotype: Genotype, directory: str | os.PathLike, *, prefix: s
 # α heatmaps over time
 
 
-def _panel_indices(count: int, max_panels: int) -> list[int]:
+def heatmap_snapshot_indices(count: int, max_panels: int) -> list[int]:
     """Evenly spaced snapshot indices, always the first and the last."""
     if count <= max_panels:
         return list(range(count))
     return sorted(set(np.linspace(0, count - 1, max_panels).round().astype(int).tolist()))
+
+
+def _panel_title(steps: Sequence[Any] | None, index: int) -> str:
+    if steps is None:
+        return f"snapshot {index}"
+    label = steps[index]
+    return label if isinstance(label, str) else f"step {label}"
 
 
 def plot_alpha_heatmaps(snapshots: Sequence[Any], path: str | os.PathLike, *,
@@ -260,7 +270,8 @@ def plot_alpha_heatmaps(snapshots: Sequence[Any], path: str | os.PathLike, *,
     """One edges × ops heatmap per α snapshot (at most `max_panels`, evenly spaced, first and
     last always shown) with a shared colour scale; the strongest non-`none` op of every edge
     is dotted. `snapshots` are α logits of shape (num_edges(nodes), len(primitives)) (or
-    weights with apply_softmax=False); `steps` label the panels (e.g. epochs)."""
+    weights with apply_softmax=False); `steps` label the panels: strings as given ('epoch 3'),
+    numbers as 'step N'."""
     if not snapshots:
         raise ValueError("snapshots is empty; pass at least one α array")
     if max_panels < 1:
@@ -268,7 +279,7 @@ def plot_alpha_heatmaps(snapshots: Sequence[Any], path: str | os.PathLike, *,
     if steps is not None and len(steps) != len(snapshots):
         raise ValueError(f"steps has {len(steps)} labels for {len(snapshots)} snapshots")
     primitives = tuple(primitives)
-    shown = _panel_indices(len(snapshots), max_panels)
+    shown = heatmap_snapshot_indices(len(snapshots), max_panels)
     weights = []
     for index in shown:
         snapshot = jnp.asarray(snapshots[index], dtype=jnp.float32)
@@ -298,8 +309,7 @@ def plot_alpha_heatmaps(snapshots: Sequence[Any], path: str | os.PathLike, *,
             best = np.asarray(candidates)[np.argmax(w[:, candidates], axis=1)]
             axes.scatter(best, np.arange(edges), s=10, c="white", edgecolors="black",
                          linewidths=0.5)
-        axes.set_title(f"step {steps[index]}" if steps is not None else f"snapshot {index}",
-                       fontsize=10)
+        axes.set_title(_panel_title(steps, index), fontsize=10)
         axes.set_xticks(range(ops), primitives, rotation=60, ha="right", fontsize=7)
         axes.set_yticks(range(edges), labels if panel % columns == 0 else [""] * edges,
                         fontsize=7)

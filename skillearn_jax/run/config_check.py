@@ -13,7 +13,7 @@ import importlib
 from skillearn_jax import core
 from skillearn_jax import skills
 
-MODES = ('search', 'evaluate', 'teach')
+MODES = ('search', 'evaluate')
 
 
 class ConfigError(ValueError):

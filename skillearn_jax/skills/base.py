@@ -29,8 +29,10 @@ class SkillSetup:
   closed_form: Optional[Callable[[core.ProgramState, Any], Any]] = None
   # state -> JSON-able summary of what was learned (e.g. a genotype).
   describe: Optional[Callable[[core.ProgramState], Mapping[str, Any]]] = None
-  # (state, workdir) -> None: extra artifacts (plots) at the end of a run.
-  write_artifacts: Optional[Callable[[core.ProgramState, str], None]] = None
+  # (state, workdir, history) -> None: artifacts (genotype, plots) written at
+  # each epoch end and at the end; history holds one {'epoch', 'step',
+  # 'describe'} record per epoch so far.
+  write_artifacts: Optional[Callable[[core.ProgramState, str, list], None]] = None
   # state -> metrics on held-out data, run at epoch ends.
   evaluate: Optional[Callable[[core.ProgramState], Mapping[str, float]]] = None
   # step -> learning rates to log, by name.

@@ -107,4 +107,6 @@ def build(config) -> base.SkillSetup:
   return base.SkillSetup(program=program, init=init,
                          batches_at=lambda step: data,
                          closed_form=closed_form,
+                         describe=lambda state: {'ridge_lambda': float(
+                             jnp.exp(state.params['log_lam']))},
                          steps_per_epoch=1)

@@ -98,7 +98,8 @@ def test_builtin_genotypes_are_valid_four_node_cells_and_alias():
 
 
 def test_genotype_reads_like_the_official_namedtuple():
-    genotype = G.Genotype(normal=[("skip_connect", 0), ("sep_conv_3x3", 1)], normal_concat=range(2, 3),
+    genotype = G.Genotype(normal=[("skip_connect", 0), ("sep_conv_3x3", 1)],
+                          normal_concat=range(2, 3),
                           reduce=[["max_pool_3x3", 0], ["max_pool_3x3", 1]], reduce_concat=[2])
     normal, normal_concat, reduce, reduce_concat = genotype
     assert normal == (("skip_connect", 0), ("sep_conv_3x3", 1))

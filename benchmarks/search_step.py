@@ -1,0 +1,155 @@
+"""DARTS search-step speed and memory: JAX (our engine) against PyTorch.
+
+  python benchmarks/search_step.py --batch 64 --layers 8 --channels 16 --iters 3
+  python benchmarks/search_step.py --batch 16 --layers 5 --channels 16 --iters 5
+
+Prints one JSON line per measured configuration with keys impl (jax|torch),
+order (1|2), method, batch, layers, channels, compile_s, median_s, min_s,
+max_s, peak_rss_mb, params_m. JAX runs first order, second order exact and
+second order finite difference; the PyTorch reference
+(../shared/bench/torch_darts_ref.py, needs `pip install torch==2.13.0`) runs
+orders 1 and 2 with the same settings in the same invocation. Each
+configuration runs in its own process so peak RSS is its own. Batches are
+synthetic CIFAR-shaped arrays generated up front, as the reference does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TORCH_REF = os.path.join(ROOT, '..', 'shared', 'bench', 'torch_darts_ref.py')
+JAX_METHODS = (('first_order', 1), ('exact', 2), ('finite_difference', 2))
+
+
+def _jax_config(args):
+  from configs import common  # pylint: disable=import-outside-toplevel
+  c = common.base_config('darts')
+  common.darts_search_blocks(c)
+  c.data.batch_size = args.batch
+  c.net.layers = args.layers
+  c.net.channels = args.channels
+  return c
+
+
+def run_jax(args, method: str, order: int) -> dict:
+  """Measures one JAX configuration in this process."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from skillearn_jax import core  # pylint: disable=import-outside-toplevel
+  from skillearn_jax.run import compilation_cache  # pylint: disable=import-outside-toplevel
+  from skillearn_jax.skills import darts  # pylint: disable=import-outside-toplevel
+
+  if args.cache_dir:
+    compilation_cache.enable(args.cache_dir)
+  config = _jax_config(args)
+  net = darts.make_supernet(config.net, 10)
+  program, _ = darts.darts_program(net, config, steps_per_epoch=390)
+  weights, alphas, stats = darts.init_supernet(
+      net, jax.random.PRNGKey(args.seed), (32, 32, 3), config.net.nodes)
+  state = core.init_state(program, {darts.WEIGHTS: weights,
+                                    darts.ALPHAS: alphas},
+                          {'batch_stats': stats})
+  params_m = sum(x.size for x in jax.tree_util.tree_leaves(weights)) / 1e6
+  rng = np.random.default_rng(0)
+  pool = [{'image': rng.normal(size=(args.batch, 32, 32, 3)).astype(np.float32),
+           'label': rng.integers(0, 10, args.batch).astype(np.int32)}
+          for _ in range(4)]
+  batches = [{'train': pool[(2 * i) % 4], 'val': pool[(2 * i + 1) % 4]}
+             for i in range(4)]
+  step = core.make_step(program, method=method, donate=True)
+  key = jax.random.PRNGKey(0)
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batches[0], key).compile()
+  compile_s = time.perf_counter() - t0
+  times = []
+  for it in range(args.warmup + args.iters):
+    t0 = time.perf_counter()
+    state, metrics = compiled(state, batches[it % 4], jax.random.fold_in(key, it))
+    jax.block_until_ready(metrics)
+    if it >= args.warmup:
+      times.append(time.perf_counter() - t0)
+  return {'impl': 'jax', 'order': order, 'method': method,
+          'batch': args.batch, 'layers': args.layers,
+          'channels': args.channels, 'compile_s': round(compile_s, 3),
+          'median_s': round(statistics.median(times), 4),
+          'min_s': round(min(times), 4), 'max_s': round(max(times), 4),
+          'peak_rss_mb': round(resource.getrusage(
+              resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+          'params_m': round(params_m, 6)}
+
+
+def run_torch(args, order: int) -> dict | None:
+  if not os.path.exists(TORCH_REF):
+    print(f'# reference not found at {TORCH_REF}', file=sys.stderr)
+    return None
+  cmd = [sys.executable, TORCH_REF, '--order', str(order), '--batch',
+         str(args.batch), '--layers', str(args.layers), '--channels',
+         str(args.channels), '--iters', str(args.iters), '--warmup',
+         str(args.warmup)]
+  proc = subprocess.run(cmd, capture_output=True, text=True)
+  if proc.returncode:
+    print(f'# torch reference failed (is torch==2.13.0 installed?):\n'
+          f'{proc.stderr[-2000:]}', file=sys.stderr)
+    return None
+  row = json.loads(proc.stdout.strip().splitlines()[-1])
+  row.update({'impl': 'torch', 'method': 'finite_difference' if order == 2
+              else 'first_order', 'channels': args.channels,
+              'compile_s': 0.0})
+  return row
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  ap.add_argument('--batch', type=int, default=64)
+  ap.add_argument('--layers', type=int, default=8)
+  ap.add_argument('--channels', type=int, default=16)
+  ap.add_argument('--iters', type=int, default=3)
+  ap.add_argument('--warmup', type=int, default=1)
+  ap.add_argument('--seed', type=int, default=0)
+  ap.add_argument('--impl', choices=('both', 'jax', 'torch'), default='both')
+  ap.add_argument('--methods', default=','.join(m for m, _ in JAX_METHODS),
+                  help='JAX methods to measure, comma separated.')
+  ap.add_argument('--cache_dir', default='',
+                  help='Persistent compilation cache (empty: off, so '
+                  'compile_s is a cold compile).')
+  ap.add_argument('--only', default='', help=argparse.SUPPRESS)
+  args = ap.parse_args(argv)
+  if args.only:  # child process: one JAX configuration
+    method = args.only
+    print(json.dumps(run_jax(args, method, dict(JAX_METHODS)[method])),
+          flush=True)
+    return
+  forwarded = [a for a in (argv if argv is not None else sys.argv[1:])
+               if not a.startswith('--only')]
+  if args.impl in ('both', 'jax'):
+    for method in args.methods.split(','):
+      if method not in dict(JAX_METHODS):
+        raise SystemExit(f'--methods: unknown {method!r}; allowed: '
+                         f'{[m for m, _ in JAX_METHODS]}')
+      proc = subprocess.run(
+          [sys.executable, os.path.abspath(__file__), *forwarded,
+           f'--only={method}'], capture_output=True, text=True, cwd=ROOT,
+          env={**os.environ, 'PYTHONPATH': ROOT})
+      if proc.returncode:
+        print(f'# jax {method} failed:\n{proc.stderr[-3000:]}',
+              file=sys.stderr)
+        continue
+      print(proc.stdout.strip().splitlines()[-1], flush=True)
+  if args.impl in ('both', 'torch'):
+    for order in (1, 2):
+      row = run_torch(args, order)
+      if row:
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == '__main__':
+  sys.path.insert(0, ROOT)
+  main()

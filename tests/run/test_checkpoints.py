@@ -1,0 +1,134 @@
+"""Checkpoints: exact round trip of real optax states, retention, crash safety."""
+
+import os
+import shutil
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from skillearn_jax import core
+from skillearn_jax.run import checkpoints
+
+# The DARTS optimizers: weights clip + decay + SGD momentum, alphas Adam.
+WEIGHTS_OPT = optax.chain(optax.clip_by_global_norm(5.0),
+                          optax.add_decayed_weights(3e-4),
+                          optax.sgd(0.025, momentum=0.9))
+ALPHAS_OPT = optax.adamw(3e-4, b1=0.5, b2=0.999, weight_decay=1e-3)
+
+
+def _state(seed: int) -> core.ProgramState:
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+  params = {'weights': {'conv': jax.random.normal(k1, (3, 3, 2, 4)),
+                        'bias': jnp.zeros(4)},
+            'alphas': jax.random.normal(k2, (5, 8)) * 1e-3}
+  opt_states = {'weights': WEIGHTS_OPT.init(params['weights']),
+                'alphas': ALPHAS_OPT.init(params['alphas'])}
+  # Move the optimizer states off their zeros so the round trip means something.
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  for name, opt in (('weights', WEIGHTS_OPT), ('alphas', ALPHAS_OPT)):
+    _, opt_states[name] = opt.update(grads[name], opt_states[name],
+                                     params[name])
+  model_state = {'batch_stats': {'mean': jax.random.uniform(k3, (4,)),
+                                 'var': jnp.ones(4)}}
+  return core.ProgramState(step=jnp.int32(seed), params=params,
+                           opt_states=opt_states, model_state=model_state)
+
+
+def _assert_same(a, b):
+  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    assert x.dtype == y.dtype and x.shape == y.shape
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_round_trip_is_bit_exact_and_keeps_optax_types(tmp_path):
+  state = _state(7)
+  extra = {'epoch': np.int64(3), 'history': [{'val/loss': np.float32(0.5)}],
+           'best': jnp.float32(0.25)}
+  with checkpoints.Checkpointer(str(tmp_path)) as ckpt:
+    assert ckpt.save(7, state, extra)
+    restored, restored_extra = ckpt.restore(_state(0))
+  _assert_same(restored, state)
+  assert isinstance(restored, core.ProgramState)
+  sgd_trace = restored.opt_states['weights'][2][0]
+  assert isinstance(sgd_trace, optax.TraceState)
+  assert isinstance(restored.opt_states['weights'][0], optax.EmptyState)
+  adam = restored.opt_states['alphas'][0]
+  assert isinstance(adam, optax.ScaleByAdamState) and int(adam.count) == 1
+  assert restored_extra == {'epoch': 3, 'history': [{'val/loss': 0.5}],
+                            'best': 0.25}
+  # The restored optimizer states continue exactly like the originals.
+  grads = jax.tree_util.tree_map(jnp.ones_like, state.params['alphas'])
+  chex.assert_trees_all_equal(
+      ALPHAS_OPT.update(grads, restored.opt_states['alphas'],
+                        restored.params['alphas']),
+      ALPHAS_OPT.update(grads, state.opt_states['alphas'],
+                        state.params['alphas']))
+
+
+def test_restore_into_abstract_template(tmp_path):
+  state = _state(3)
+  abstract = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                     sharding=x.sharding), state)
+  with checkpoints.Checkpointer(str(tmp_path)) as ckpt:
+    ckpt.save(3, state, {})
+    restored, extra = ckpt.restore(abstract)
+  _assert_same(restored, state)
+  assert extra == {}
+
+
+def test_keeps_the_newest_n_and_restores_any_kept_step(tmp_path):
+  with checkpoints.Checkpointer(str(tmp_path), keep=2) as ckpt:
+    assert ckpt.latest_step() is None
+    for step in (10, 20, 30):
+      ckpt.save(step, _state(step), {'epoch': step // 10})
+    assert ckpt.all_steps() == [20, 30]
+    assert ckpt.latest_step() == 30
+    older, extra = ckpt.restore(_state(0), step=20)
+    assert int(older.step) == 20 and extra == {'epoch': 2}
+    with pytest.raises(ValueError, match=r'step: 10 is not in .*\[20, 30\]'):
+      ckpt.restore(_state(0), step=10)
+    # A step at or before the newest is not written twice.
+    assert not ckpt.save(30, _state(1), {})
+    latest, _ = ckpt.restore(_state(0))
+  _assert_same(latest, _state(30))
+  assert sorted(os.listdir(tmp_path)) == ['20', '30']
+
+
+def test_empty_directory_has_no_latest_step(tmp_path):
+  with checkpoints.Checkpointer(str(tmp_path / 'new')) as ckpt:
+    assert ckpt.latest_step() is None
+    with pytest.raises(FileNotFoundError, match='no checkpoint'):
+      ckpt.restore(_state(0))
+
+
+def test_interrupted_save_is_ignored_and_cleaned_up(tmp_path):
+  with checkpoints.Checkpointer(str(tmp_path)) as ckpt:
+    ckpt.save(5, _state(5), {'epoch': 1})
+  # What a crash mid-save leaves: orbax's temporary directory, half written.
+  partial = tmp_path / '9.orbax-checkpoint-tmp-1712345678'
+  shutil.copytree(tmp_path / '5', partial)
+  shutil.rmtree(partial / 'state')
+  with checkpoints.Checkpointer(str(tmp_path)) as ckpt:
+    assert ckpt.latest_step() == 5
+    restored, extra = ckpt.restore(_state(0))
+    assert not partial.exists()
+    # Saving continues normally after the crash.
+    assert ckpt.save(9, _state(9), {'epoch': 2})
+    assert ckpt.all_steps() == [5, 9]
+  _assert_same(restored, _state(5))
+  assert extra == {'epoch': 1}
+
+
+def test_bad_arguments_are_named(tmp_path):
+  with pytest.raises(ValueError, match='keep: 0 is not allowed'):
+    checkpoints.Checkpointer(str(tmp_path), keep=0)
+  with checkpoints.Checkpointer(str(tmp_path)) as ckpt:
+    with pytest.raises(TypeError, match='extra: object value'):
+      ckpt.save(1, _state(1), {'bad': object()})
+    assert ckpt.latest_step() is None

@@ -1,0 +1,93 @@
+"""The training loop: resume equals uninterrupted, NaN stops, determinism."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import hpo_ridge
+from skillearn_jax import core
+from skillearn_jax import skills
+from skillearn_jax.run import checkpoints
+from skillearn_jax.run import config_check
+from skillearn_jax.run import runner
+from skillearn_jax.run import search
+from skillearn_jax.run import writers
+
+
+def _config(**overrides):
+  c = hpo_ridge.get_config('quick')
+  c.num_epochs = 12
+  c.compilation_cache_dir = ''
+  for k, v in overrides.items():
+    target = c
+    *path, last = k.split('.')
+    for p in path:
+      target = target[p]
+    target[last] = v
+  return c
+
+
+def _metrics(workdir):
+  rows = writers.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  return [{k: v for k, v in r.items() if k != 'step_seconds'} for r in rows]
+
+
+def _summary(workdir):
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    s = json.load(f)
+  s['final_metrics'].pop('step_seconds')
+  return s
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
+  full, split = str(tmp_path / 'full'), str(tmp_path / 'split')
+  runner.run(_config(), full)
+  runner.run(_config(max_steps=5), split)     # stops after step 5
+  assert checkpoints.Checkpointer(os.path.join(split, 'checkpoints')
+                                  ).latest_step() == 5
+  runner.run(_config(), split)                # same command: resumes
+  assert _summary(split) == _summary(full)
+  assert _metrics(split) == _metrics(full)
+  for name in ('config.json', 'metrics.jsonl', 'summary.json',
+               'plots/learning_curves.png'):
+    assert os.path.exists(os.path.join(full, name)), name
+
+
+def test_same_seed_repeats_and_other_seed_differs(tmp_path):
+  a, b, c = (str(tmp_path / n) for n in 'abc')
+  runner.run(_config(), a)
+  runner.run(_config(), b)
+  runner.run(_config(seed=1), c)
+  assert _metrics(a) == _metrics(b)
+  assert _metrics(a) != _metrics(c)
+
+
+def test_non_finite_loss_stops_naming_step_stage_and_quantity(tmp_path):
+  workdir = str(tmp_path / 'nan')
+  config = _config(**{'ridge.weight_lr': 5.0, 'num_epochs': 60})
+  with pytest.raises(search.NonFiniteError,
+                     match=r"at step \d+: stage '\w+', quantity '[\w/ ]+'"):
+    runner.run(config, workdir)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  last = ckpt.latest_step()
+  assert last is not None
+  setup = skills.build(config)
+  params, ms = setup.init(jax.random.PRNGKey(0))
+  template = core.init_state(setup.program, params, ms)
+  state, _ = ckpt.restore(template, last)
+  assert np.all(np.isfinite(np.asarray(state.params['w'])))
+
+
+def test_check_finite_names_hypergradients_as_validation_stage():
+  with pytest.raises(search.NonFiniteError,
+                     match="step 3: stage 'validation', quantity "
+                     "'hypergradient of alphas/norm'"):
+    search.check_finite(3, {'hypergrad/alphas/norm': float('nan')})
+
+
+def test_unknown_mode_is_refused_before_anything_runs(tmp_path):
+  with pytest.raises(config_check.ConfigError, match="config.mode: 'teach'"):
+    runner.run(_config(mode='teach'), str(tmp_path))

@@ -1,0 +1,124 @@
+"""DARTS on the core: faithful second order, agreeing methods, no retrace."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import darts as darts_config
+from skillearn_jax import core
+from skillearn_jax.skills import darts
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  c = darts_config.get_config('quick')
+  c.net.layers, c.net.nodes, c.net.multiplier, c.net.channels = 2, 2, 2, 4
+  net = darts.make_supernet(c.net, 5)
+  program, schedule = darts.darts_program(net, c, steps_per_epoch=10)
+  weights, alphas, stats = darts.init_supernet(net, jax.random.PRNGKey(0),
+                                               (8, 8, 1), c.net.nodes)
+  state = core.init_state(program, {'weights': weights, 'alphas': alphas},
+                          {'batch_stats': stats})
+  rng = np.random.default_rng(0)
+  batch = lambda: {'image': rng.normal(size=(4, 8, 8, 1)).astype(np.float32),
+                   'label': rng.integers(0, 5, 4).astype(np.int32)}
+  batches = {'train': batch(), 'val': batch()}
+  # One real step so the momentum buffer the unroll reads is non-zero.
+  state, _ = core.make_step(program, method='first_order')(
+      state, batches, jax.random.PRNGKey(1))
+  return c, net, program, schedule, state, batches
+
+
+def _hypergrad(program, state, batches, method):
+  grads, _ = jax.jit(lambda s: core.hypergradient(
+      program, params=s.params, opt_states=s.opt_states,
+      model_state=s.model_state, step=s.step, batches=batches,
+      key=jax.random.PRNGKey(0), method=method))(state)
+  return grads['alphas']
+
+
+def _flat(tree):
+  return jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
+
+
+def _official_darts_second_order(net, c, schedule, state, batches):
+  """The official code's formula, written out: w' with momentum and wd,
+  dalpha - eta * (dL_train(w+)/dalpha - dL_train(w-)/dalpha) / 2R."""
+  stats = state.model_state['batch_stats']
+
+  def ce(weights, alphas, batch):
+    logits, _ = net.apply({'params': weights, 'batch_stats': stats},
+                          batch['image'], alphas, train=True,
+                          mutable=['batch_stats'])
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits, batch['label']).mean()
+
+  w, a = state.params['weights'], state.params['alphas']
+  eta = schedule(state.step)
+  mu, wd = c.weights_optim.momentum, c.weights_optim.weight_decay
+  buf = optax.tree_utils.tree_get(state.opt_states['weights'], 'trace')
+  g = jax.grad(ce)(w, a, batches['train'])
+  w1 = jax.tree_util.tree_map(lambda p, m, gp: p - eta * (mu * m + gp + wd * p),
+                              w, buf, g)
+  d_alpha, v = jax.grad(ce, argnums=(1, 0))(w1, a, batches['val'])
+  r = 0.01 / optax.global_norm(v)
+  wp = jax.tree_util.tree_map(lambda p, x: p + r * x, w, v)
+  wm = jax.tree_util.tree_map(lambda p, x: p - r * x, w, v)
+  gp = jax.grad(ce, argnums=1)(wp, a, batches['train'])
+  gm = jax.grad(ce, argnums=1)(wm, a, batches['train'])
+  return jax.tree_util.tree_map(lambda d, p, m: d - eta * (p - m) / (2 * r),
+                                d_alpha, gp, gm)
+
+
+def test_finite_difference_is_the_official_darts_second_order(tiny):
+  c, net, program, schedule, state, batches = tiny
+  ours = _hypergrad(program, state, batches, 'finite_difference')
+  official = jax.jit(lambda s: _official_darts_second_order(
+      net, c, schedule, s, batches))(state)
+  np.testing.assert_allclose(_flat(ours), _flat(official), rtol=1e-4,
+                             atol=1e-7)
+
+
+def test_exact_and_finite_difference_agree(tiny):
+  _, _, program, _, state, batches = tiny
+  exact = _flat(_hypergrad(program, state, batches, 'exact'))
+  fd = _flat(_hypergrad(program, state, batches, 'finite_difference'))
+  cosine = float(exact @ fd / (jnp.linalg.norm(exact) * jnp.linalg.norm(fd)))
+  assert cosine >= 0.99
+
+
+def test_search_step_second_call_compiles_nothing(tiny):
+  _, _, program, _, state, batches = tiny
+  step = core.make_step(program, method='first_order')
+  state, m1 = step(state, batches, jax.random.PRNGKey(2))
+  state, m2 = step(state, batches, jax.random.PRNGKey(3))
+  assert step._cache_size() == 1
+  assert set(m1) >= {'train/loss', 'train/accuracy', 'val/loss',
+                     'hypergrad/alphas/norm'}
+
+
+def test_defaults_are_the_official_ones():
+  c = darts_config.get_config('2nd')
+  assert c.hypergradient == 'finite_difference'
+  assert darts_config.get_config('1st').hypergradient == 'first_order'
+  assert (c.weights_optim.lr, c.weights_optim.lr_min, c.weights_optim.momentum,
+          c.weights_optim.weight_decay, c.weights_optim.clip) == (
+              0.025, 0.001, 0.9, 3e-4, 5.0)
+  assert (c.alphas_optim.lr, c.alphas_optim.b1, c.alphas_optim.b2,
+          c.alphas_optim.weight_decay) == (3e-4, 0.5, 0.999, 1e-3)
+  assert (c.data.batch_size, c.num_epochs, c.data.train_portion) == (64, 50,
+                                                                      0.5)
+  assert (c.net.layers, c.net.channels, c.net.nodes) == (8, 16, 4)
+  with pytest.raises(ValueError, match="unknown variant 'third'"):
+    darts_config.get_config('third')
+
+
+def test_weight_schedule_is_per_epoch_cosine(tiny):
+  _, _, _, schedule, _, _ = tiny
+  # 2 epochs of 10 steps (quick config): epoch 0 at 0.025, epoch 1 at the
+  # cosine midpoint... of a 2-epoch schedule: lr_min + (lr-lr_min)/2.
+  assert float(schedule(0)) == pytest.approx(0.025)
+  assert float(schedule(9)) == pytest.approx(0.025)
+  assert float(schedule(10)) == pytest.approx(0.001 + 0.024 * 0.5)
