@@ -9,6 +9,10 @@ import importlib
 SKILLS = {
     'hpo_ridge': 'skillearn_jax.skills.hpo_ridge',
     'darts': 'skillearn_jax.skills.darts',
+    'lpt': 'skillearn_jax.skills.lpt',
+    'il': 'skillearn_jax.skills.il',
+    'mtl': 'skillearn_jax.skills.mtl',
+    'eval_cell': 'skillearn_jax.skills.eval_cell',
 }
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs import hpo_ridge
+from tests import conftest
 from skillearn_jax import core
 from skillearn_jax import skills
 from skillearn_jax.run import checkpoints
@@ -20,7 +21,7 @@ from skillearn_jax.run import writers
 def _config(**overrides):
   c = hpo_ridge.get_config('quick')
   c.num_epochs = 12
-  c.compilation_cache_dir = ''
+  c.compilation_cache_dir = conftest.XLA_CACHE_DIR
   for k, v in overrides.items():
     target = c
     *path, last = k.split('.')
