@@ -62,3 +62,57 @@ def quick_search(c: ml_collections.ConfigDict, *, dataset='digits'):
   c.log_every_steps = 5
   c.checkpoint_every_steps = 10
   return c
+
+
+def evaluation_blocks(c: ml_collections.ConfigDict, *, network: str,
+                      dataset: str, layers: int, channels: int,
+                      batch_size: int, num_epochs: int
+                      ) -> ml_collections.ConfigDict:
+  """Genotype, data, network and optimizer blocks of an evaluation run.
+
+  The fields every evaluation recipe sets; the recipe files fill in their
+  published numbers (optimizer, drop path, label smoothing, cutout).
+  `genotype` is a built-in name or a search run's genotype.json.
+  """
+  c.genotype = 'DARTS_V2'
+  c.num_epochs = num_epochs
+  c.data = ml_collections.ConfigDict(dict(
+      name=dataset, data_dir='', batch_size=batch_size, eval_batch_size=250,
+      train_examples=0,        # > 0: train on the first N training images
+      eval_examples=0,         # > 0: report on the first N test images
+      cutout_length=0, color_jitter=False,      # color jitter: ImageNet only
+      image_size=224, resize_size=256))         # variable-size images only
+  c.net = ml_collections.ConfigDict(dict(
+      network=network, layers=layers, channels=channels,
+      auxiliary_weight=0.4,    # 0 drops the auxiliary head
+      drop_path_prob=0.0))     # ramped: prob · epoch / num_epochs
+  c.optim = ml_collections.ConfigDict(dict(
+      schedule='cosine',       # cosine (to lr_min) | exponential (× decay_rate)
+      lr=0.025, lr_min=0.0, decay_rate=0.97, momentum=0.9, weight_decay=3e-4,
+      clip=5.0))
+  c.label_smoothing = 0.0
+  c.eval_every_epochs = 1
+  # Key implementation of init and drop path: 'rbg' compiles much faster than
+  # threefry2x32 on CPU (its bits may differ across backends and versions).
+  c.rng_impl = 'rbg'             # rbg | unsafe_rbg | threefry2x32
+  return c
+
+
+def quick_evaluation(c: ml_collections.ConfigDict, *, dataset='digits'):
+  """Shrinks an evaluation config to train a tiny net on the embedded digits.
+
+  The digits are 8x8: the auxiliary head (5x5 pooling after two
+  reductions) does not fit, and cutout shrinks with the image.
+  """
+  c.data.name = dataset
+  c.data.batch_size = 32
+  c.data.eval_batch_size = 120
+  c.data.cutout_length = min(c.data.cutout_length, 4)
+  c.net.network = 'cifar'
+  c.net.layers = 3
+  c.net.channels = 8
+  c.net.auxiliary_weight = 0.0
+  c.num_epochs = 3
+  c.log_every_steps = 10
+  c.checkpoint_every_steps = 50
+  return c
