@@ -1,0 +1,163 @@
+"""The DARTS search mixed op, fused for XLA:CPU: all primitives of one edge in few ops.
+
+This module owns ``MixedOp``: ``sum_o softmax(alpha)_o * op_o(x)`` over the search primitives
+(pooling followed by affine-free batch norm, every batch norm affine-free), written so that an
+edge lowers to few, cheap-to-compile ops instead of one sub-program per primitive:
+- depthwise convs go through ``ops.depthwise_conv`` (dilation 2 as polyphase undilated convs,
+  which XLA:CPU runs several times faster than dilated grouped convs);
+- the pointwise convs of the ops at one stage are one batched contraction and their batch norms
+  one normalisation (sep/dil first stages together, sep second stages together);
+- max/avg pooling are max/sum over the 9 shifted windows (no select-and-scatter backward).
+Variables mirror ``ops.make_op``'s exactly (paths, names, shapes), so a plain per-primitive
+formulation runs on the same variables and the parameter count equals the reference.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from skillearn_jax.nas import ops
+
+CONV_PRIMITIVES = ('sep_conv_3x3', 'sep_conv_5x5', 'dil_conv_3x3', 'dil_conv_5x5')
+POOL_PRIMITIVES = ('max_pool_3x3', 'avg_pool_3x3')
+
+
+def _kernel_geometry(name: str) -> tuple[int, int]:
+    """(kernel size, dilation) of a conv primitive."""
+    return int(name[-1]), (1 if name.startswith('sep') else 2)
+
+
+def _windows(x, radius: int, stride: int, pad_value: float = 0.0):
+    """Return ``window(dy, dx)``: ``x`` (B, H, W, ...) shifted by (dy, dx) with padding
+    ``radius`` and subsampled by ``stride``, i.e. the input seen by every output pixel's tap."""
+    h, w = x.shape[1:3]
+    out_h, out_w = (h - 1) // stride + 1, (w - 1) // stride + 1
+    pad = [(0, 0), (radius, radius), (radius, radius)] + [(0, 0)] * (x.ndim - 3)
+    xp = jnp.pad(x, pad, constant_values=pad_value)
+
+    def window(dy: int, dx: int):
+        start = (0, radius + dy, radius + dx) + (0,) * (x.ndim - 3)
+        limit = ((x.shape[0], radius + dy + stride * (out_h - 1) + 1,
+                  radius + dx + stride * (out_w - 1) + 1) + tuple(x.shape[3:]))
+        return lax.slice(xp, start, limit, (1, stride, stride) + (1,) * (x.ndim - 3))
+    return window, (out_h, out_w)
+
+
+def depthwise_group(x, kernels, stride: int):
+    """Depthwise convs of several ops: ``x`` (B, H, W, C) read by every op, or (B, H, W, O, C)
+    with one slice per op; ``kernels``: O pairs ``(kernel (k, k, 1, C), dilation)``.
+    Returns (B, H', W', O, C)."""
+    return jnp.stack([ops.depthwise_conv(x if x.ndim == 4 else x[..., o, :], kernel, stride, d)
+                      for o, (kernel, d) in enumerate(kernels)], axis=-2)
+
+
+def pointwise_group(x, kernels):
+    """1x1 convs, one per op slice: (B, H, W, O, C) with O kernels (1, 1, C, D)."""
+    weights = jnp.stack([k[0, 0] for k in kernels])
+    return jnp.einsum('bhwoc,ocd->bhwod', x, weights)
+
+
+def pools(x, stride: int, names: Sequence[str]):
+    """The 3x3 pools ``names`` (max and/or avg; padding 1, padding excluded from the
+    average) of ``x``, stacked as (B, H', W', len(names), C)."""
+    max_window, (out_h, out_w) = _windows(x, 1, stride, pad_value=-jnp.inf)
+    sum_window, _ = _windows(x, 1, stride)
+    offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    results = []
+    for name in names:
+        if name == 'max_pool_3x3':
+            maximum = max_window(*offsets[0])
+            for offset in offsets[1:]:
+                maximum = jnp.maximum(maximum, max_window(*offset))
+            results.append(maximum)
+        else:
+            total = sum(sum_window(*offset) for offset in offsets)
+            results.append(total / _valid_counts(x.shape[1:3], stride, out_h, out_w))
+    return jnp.stack(results, axis=-2)
+
+
+def _valid_counts(hw, stride: int, out_h: int, out_w: int):
+    """Number of in-image cells of each output's 3x3 window (padding 1)."""
+    def per_axis(size, out):
+        centers = np.arange(out) * stride
+        return np.minimum(centers + 1, size - 1) - np.maximum(centers - 1, 0) + 1
+    counts = np.outer(per_axis(hw[0], out_h), per_axis(hw[1], out_w)).astype(np.float32)
+    return jnp.asarray(counts)[None, :, :, None]
+
+
+class MixedOp(nn.Module):
+    """Softmax-weighted sum of ``primitives`` on one edge; ``weights``: (len(primitives),)."""
+    channels: int
+    stride: int
+    primitives: Sequence[str] = ops.PRIMITIVES
+
+    def _scope(self, path: str):
+        scope = self.scope
+        for name in path.split('/'):
+            scope = scope.push(name, reuse=True)
+        return scope
+
+    def _kernel(self, path: str, shape):
+        return self._scope(path).param('kernel', ops.TORCH_DEFAULT_INIT, shape)
+
+    def _batch_norm(self, x, paths: Sequence[str], train: bool):
+        """Affine-free batch norm of each op slice of (B, H, W, O, C), with the running
+        statistics of slice o kept at ``paths[o]`` (as ``ops.batch_norm`` keeps them)."""
+        c = x.shape[-1]
+        stats = [(self._scope(p).variable('batch_stats', 'mean', jnp.zeros, (c,)),
+                  self._scope(p).variable('batch_stats', 'var', jnp.ones, (c,))) for p in paths]
+        if train:
+            mean = jnp.mean(x, axis=(0, 1, 2))
+            var = jnp.maximum(0.0, jnp.mean(x * x, axis=(0, 1, 2)) - mean * mean)
+            if not self.is_initializing():
+                m = ops.BN_MOMENTUM
+                for o, (ra_mean, ra_var) in enumerate(stats):
+                    ra_mean.value = m * ra_mean.value + (1 - m) * mean[o]
+                    ra_var.value = m * ra_var.value + (1 - m) * var[o]
+        else:
+            mean = jnp.stack([s[0].value for s in stats])
+            var = jnp.stack([s[1].value for s in stats])
+        return (x - mean) * lax.rsqrt(var + ops.BN_EPSILON)
+
+    @nn.compact
+    def __call__(self, x, weights, *, train: bool):
+        c, s = self.channels, self.stride
+        if x.shape[-1] != c:
+            raise ValueError(f'MixedOp: input has {x.shape[-1]} channels, channels={c}')
+        outputs = {}  # primitive name -> (B, H', W', C); 'none' contributes exact zeros
+        pool_names = [p for p in POOL_PRIMITIVES if p in self.primitives]
+        if pool_names:
+            pooled = self._batch_norm(pools(x, s, pool_names), [f'{p}_bn' for p in pool_names], train)
+            outputs.update({p: pooled[..., i, :] for i, p in enumerate(pool_names)})
+        if 'skip_connect' in self.primitives:
+            outputs['skip_connect'] = (x if s == 1 else ops.FactorizedReduce(
+                c, affine=False, name='skip_connect')(x, train=train))
+        convs = [p for p in CONV_PRIMITIVES if p in self.primitives]
+        if convs:
+            first = [f'{p}/block1' if p.startswith('sep') else p for p in convs]
+            kernels = [(self._kernel(f'{path}/depthwise', (k, k, 1, c)), d)
+                       for path, (k, d) in zip(first, map(_kernel_geometry, convs))]
+            y = depthwise_group(nn.relu(x), kernels, s)
+            y = pointwise_group(y, [self._kernel(f'{p}/pointwise', (1, 1, c, c)) for p in first])
+            y = self._batch_norm(y, [f'{p}/bn' for p in first], train)
+            # CONV_PRIMITIVES lists the sep convs first, so they are a leading slice
+            seps = [p for p in convs if p.startswith('sep')]
+            outputs.update({p: y[..., i, :] for i, p in enumerate(convs) if p not in seps})
+            if seps:
+                second = [f'{p}/block2' for p in seps]
+                kernels = [(self._kernel(f'{path}/depthwise', (k, k, 1, c)), 1)
+                           for path, (k, _) in zip(second, map(_kernel_geometry, seps))]
+                z = depthwise_group(nn.relu(y[..., :len(seps), :]), kernels, 1)
+                z = pointwise_group(z, [self._kernel(f'{p}/pointwise', (1, 1, c, c))
+                                        for p in second])
+                z = self._batch_norm(z, [f'{p}/bn' for p in second], train)
+                outputs.update({p: z[..., i, :] for i, p in enumerate(seps)})
+        out = jnp.zeros_like(x[:, ::s, ::s, :])
+        for weight, name in zip(weights, self.primitives):
+            if name in outputs:
+                out = out + weight * outputs[name]
+        return out

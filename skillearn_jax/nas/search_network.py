@@ -1,0 +1,209 @@
+"""The DARTS search supernet (Flax, NHWC), laid out for a fast XLA compile.
+
+This module owns ``SearchNetwork`` (stem, search cells, global-pool classifier), its cells and
+mixed ops, the architecture-parameter pytree (``init_alphas``: ``{'normal', 'reduce'}``, each
+``(num_edges(nodes), len(primitives))``, passed to the network as an argument and softmaxed
+over ops inside it) and the DARTS edge numbering (``num_edges``, ``cell_edges``: node i reads
+every earlier state, edges node-major). The computation equals the official DARTS supernet;
+what differs is its shape for the compiler: a cell's edges are not unrolled but run by
+``nn.scan`` over a stacked edge-parameter pytree, so each mixed op is traced once per cell (twice
+for a reduction cell: its stride-2 input edges, then its stride-1 node-to-node edges), which
+keeps the program small enough to compile a second-order DARTS step in seconds rather than
+minutes.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from skillearn_jax.nas import ops
+from skillearn_jax.nas.search_mixed_op import MixedOp
+
+NUM_INPUT_STATES = 2  # a cell reads the outputs of the two previous cells
+
+
+def num_edges(nodes: int) -> int:
+    """Number of edges of a cell with ``nodes`` intermediate nodes (14 for 4 nodes)."""
+    if nodes < 1:
+        raise ValueError(f'nodes must be >= 1, got {nodes}')
+    return sum(NUM_INPUT_STATES + i for i in range(nodes))
+
+
+def cell_edges(nodes: int) -> list[tuple[int, int]]:
+    """``(source_state, target_node)`` per edge in DARTS order; states 0, 1 are the cell
+    inputs, state ``2 + i`` is intermediate node ``i``."""
+    num_edges(nodes)
+    return [(j, i) for i in range(nodes) for j in range(NUM_INPUT_STATES + i)]
+
+
+def init_alphas(key: jax.Array, nodes: int = 4, num_ops: int = len(ops.PRIMITIVES)) -> dict:
+    """Architecture parameters ``{'normal', 'reduce'}``, each ``1e-3 * N(0, 1)`` of shape
+    ``(num_edges(nodes), num_ops)``, as in the official code."""
+    if num_ops < 1:
+        raise ValueError(f'num_ops must be >= 1, got {num_ops}')
+    k_normal, k_reduce = jax.random.split(key)
+    shape = (num_edges(nodes), num_ops)
+    return {'normal': 1e-3 * jax.random.normal(k_normal, shape),
+            'reduce': 1e-3 * jax.random.normal(k_reduce, shape)}
+
+
+def validate_primitives(primitives: Sequence[str]) -> None:
+    unknown = [p for p in primitives if p not in ops.PRIMITIVES]
+    if not primitives or unknown or len(set(primitives)) != len(primitives):
+        raise ValueError(f'primitives must be distinct names from {ops.PRIMITIVES}, '
+                         f'got {tuple(primitives)}')
+
+
+class _EdgeStep(nn.Module):
+    """One edge of a cell's edge scan: the carry is the node-sum buffer; the edge reads its
+    source from ``inputs`` (the cell inputs, when the input edges are strided and so differ in
+    shape from the nodes) or else from the buffer itself."""
+    channels: int
+    stride: int
+    primitives: Sequence[str]
+    train: bool
+    read_inputs: bool
+
+    @nn.compact
+    def __call__(self, buffer, edge, inputs):
+        source, target, weights = edge
+        x = lax.dynamic_index_in_dim(inputs if self.read_inputs else buffer, source,
+                                     keepdims=False)
+        y = MixedOp(self.channels, self.stride, self.primitives, name='mixed_op')(
+            x, weights, train=self.train)
+        updated = lax.dynamic_index_in_dim(buffer, target, keepdims=False) + y
+        return lax.dynamic_update_index_in_dim(buffer, updated, target, 0), None
+
+
+def _edge_scan(buffer, edges, inputs, name: str, **step_fields):
+    """Run ``_EdgeStep`` over ``edges`` = (sources, targets, weights), one stacked set of
+    variables per edge."""
+    scanned = nn.scan(_EdgeStep, variable_axes={'params': 0, 'batch_stats': 0},
+                      split_rngs={'params': True}, in_axes=(0, nn.broadcast),
+                      length=len(edges[0]))
+    buffer, _ = scanned(name=name, read_inputs=inputs is not None, **step_fields)(
+        buffer, edges, jnp.zeros(()) if inputs is None else inputs)
+    return buffer
+
+
+def _edge_arrays(edges, weights, source_offset: int, target_offset: int):
+    sources = jnp.asarray([s - source_offset for s, _ in edges], jnp.int32)
+    targets = jnp.asarray([t + target_offset for _, t in edges], jnp.int32)
+    return sources, targets, weights
+
+
+def unstack_cell_edges(cell_variables: dict, nodes: int) -> dict:
+    """One cell's variables (one collection, e.g. ``params['cell_0']``) with the edge-stacked
+    subtrees replaced by one ``edge_<e>`` subtree per edge (DARTS edge order), e.g. to run a
+    plain per-edge formulation or to inspect one edge."""
+    edges = cell_edges(nodes)
+    groups = {'edges': list(range(len(edges))),
+              'input_edges': [e for e, (s, _) in enumerate(edges) if s < NUM_INPUT_STATES],
+              'node_edges': [e for e, (s, _) in enumerate(edges) if s >= NUM_INPUT_STATES]}
+    out = {k: v for k, v in cell_variables.items() if k not in groups}
+    for group, indices in groups.items():
+        if group in cell_variables:
+            stacked = cell_variables[group]['mixed_op']
+            for i, e in enumerate(indices):
+                out[f'edge_{e}'] = jax.tree.map(lambda a, i=i: a[i], stacked)
+    return out
+
+
+class SearchCell(nn.Module):
+    """A DARTS search cell: preprocess both inputs, ``nodes`` nodes each summing mixed ops over
+    all earlier states, output the concatenation of the last ``multiplier`` nodes."""
+    channels: int
+    reduction: bool
+    reduction_prev: bool
+    nodes: int = 4
+    multiplier: int = 4
+    primitives: Sequence[str] = ops.PRIMITIVES
+
+    @nn.compact
+    def __call__(self, s0, s1, weights, *, train: bool):
+        c = self.channels
+        if self.reduction_prev:
+            s0 = ops.FactorizedReduce(c, affine=False, name='preprocess0')(s0, train=train)
+        else:
+            s0 = ops.ReLUConvBN(c, affine=False, name='preprocess0')(s0, train=train)
+        s1 = ops.ReLUConvBN(c, affine=False, name='preprocess1')(s1, train=train)
+        edges = cell_edges(self.nodes)
+        step_kw = dict(channels=c, primitives=tuple(self.primitives), train=train)
+        if not self.reduction:
+            states = jnp.concatenate([jnp.stack([s0, s1]),
+                                      jnp.zeros((self.nodes,) + s1.shape, s1.dtype)])
+            states = _edge_scan(states, _edge_arrays(edges, weights, 0, NUM_INPUT_STATES), None,
+                                'edges', stride=1, **step_kw)
+            nodes = states[NUM_INPUT_STATES:]
+        else:
+            is_input = np.array([s < NUM_INPUT_STATES for s, _ in edges])
+            input_edges = [e for e, keep in zip(edges, is_input) if keep]
+            node_edges = [e for e, keep in zip(edges, is_input) if not keep]
+            n, h, w, _ = s1.shape
+            nodes = jnp.zeros((self.nodes, n, (h + 1) // 2, (w + 1) // 2, c), s1.dtype)
+            nodes = _edge_scan(nodes, _edge_arrays(input_edges, weights[is_input], 0, 0),
+                               jnp.stack([s0, s1]), 'input_edges', stride=2, **step_kw)
+            if node_edges:
+                nodes = _edge_scan(
+                    nodes, _edge_arrays(node_edges, weights[~is_input], NUM_INPUT_STATES, 0),
+                    None, 'node_edges', stride=1, **step_kw)
+        return jnp.concatenate(list(nodes[self.nodes - self.multiplier:]), axis=-1)
+
+
+class SearchNetwork(nn.Module):
+    """The DARTS supernet: stem conv 3x3 + affine BN, ``layers`` search cells (reduction cells
+    at ``layers // 3`` and ``2 * layers // 3`` double the channels), global average pool,
+    linear classifier. Call as ``net.apply(variables, x, alphas, train=..., mutable=...)`` with
+    ``x`` NHWC and ``alphas`` from ``init_alphas``; variables are ``params`` and
+    ``batch_stats``."""
+    channels: int = 16
+    num_classes: int = 10
+    layers: int = 8
+    nodes: int = 4
+    multiplier: int = 4
+    stem_multiplier: int = 3
+    primitives: Sequence[str] = ops.PRIMITIVES
+
+    def _validate(self, alphas) -> None:
+        for field in ('channels', 'num_classes', 'layers', 'nodes', 'multiplier',
+                      'stem_multiplier'):
+            if getattr(self, field) < 1:
+                raise ValueError(f'{field} must be >= 1, got {getattr(self, field)}')
+        if self.multiplier > self.nodes:
+            raise ValueError(f'multiplier must be <= nodes ({self.nodes}), got {self.multiplier}')
+        validate_primitives(self.primitives)
+        expected = (num_edges(self.nodes), len(self.primitives))
+        if not isinstance(alphas, dict) or set(alphas) != {'normal', 'reduce'}:
+            raise ValueError(f"alphas must be a dict with keys 'normal' and 'reduce', got "
+                             f'{type(alphas).__name__} {sorted(alphas) if isinstance(alphas, dict) else ""}')
+        for key, value in alphas.items():
+            if tuple(value.shape) != expected:
+                raise ValueError(f"alphas['{key}'] must have shape {expected} "
+                                 f'(edges, primitives), got {tuple(value.shape)}')
+
+    def reduction_layers(self) -> tuple[int, ...]:
+        return tuple(sorted({self.layers // 3, 2 * self.layers // 3}))
+
+    @nn.compact
+    def __call__(self, x, alphas, *, train: bool):
+        self._validate(alphas)
+        weights = {k: jax.nn.softmax(v, axis=-1) for k, v in alphas.items()}
+        s = ops.conv(self.stem_multiplier * self.channels, 3, padding=1, name='stem_conv')(x)
+        s0 = s1 = ops.batch_norm(True, train, name='stem_bn')(s)
+        c, reduction_prev = self.channels, False
+        for i in range(self.layers):
+            reduction = i in self.reduction_layers()
+            if reduction:
+                c *= 2
+            cell = SearchCell(c, reduction, reduction_prev, self.nodes, self.multiplier,
+                              tuple(self.primitives), name=f'cell_{i}')
+            s0, s1 = s1, cell(s0, s1, weights['reduce' if reduction else 'normal'], train=train)
+            reduction_prev = reduction
+        features = jnp.mean(s1, axis=(1, 2))
+        return nn.Dense(self.num_classes, kernel_init=ops.TORCH_DEFAULT_INIT,
+                        name='classifier')(features)

@@ -1,0 +1,171 @@
+"""Tests for skillearn_jax.nas.search_network (and its fused mixed op): edge numbering, alpha
+initialisation, parameter counts pinned to the PyTorch reference, output shapes, and the
+optimised network (scanned edges, fused mixed op) against a plain per-edge, per-primitive
+formulation built from ops.make_op on the same variables."""
+from typing import Sequence
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from skillearn_jax.nas import ops
+from skillearn_jax.nas.search_network import (SearchNetwork, cell_edges, init_alphas, num_edges,
+                                              unstack_cell_edges)
+
+TINY = dict(channels=4, layers=3, nodes=2, multiplier=2)  # cells: normal, reduce, reduce
+
+
+class PlainMixedOp(nn.Module):
+    """Reference mixed op: every primitive from ops.make_op, pooling + affine-free BN."""
+    channels: int
+    stride: int
+    primitives: Sequence[str]
+
+    @nn.compact
+    def __call__(self, x, weights, *, train):
+        out = 0.0
+        for weight, name in zip(weights, self.primitives):
+            y = ops.make_op(name, self.channels, self.stride, False, module_name=name)(
+                x, train=train)
+            if name.endswith('pool_3x3'):
+                y = ops.batch_norm(False, train, name=f'{name}_bn')(y)
+            out = out + weight * y
+        return out
+
+
+class PlainSearchNetwork(nn.Module):
+    """Reference supernet written as the official code loops: cell by cell, edge by edge."""
+    channels: int
+    layers: int
+    nodes: int
+    multiplier: int
+    primitives: Sequence[str] = ops.PRIMITIVES
+
+    @nn.compact
+    def __call__(self, x, alphas, *, train):
+        s0 = s1 = ops.batch_norm(True, train, name='stem_bn')(
+            ops.conv(3 * self.channels, 3, padding=1, name='stem_conv')(x))
+        c, reduction_prev = self.channels, False
+        for i in range(self.layers):
+            reduction = i in (self.layers // 3, 2 * self.layers // 3)
+            c = 2 * c if reduction else c
+            weights = jax.nn.softmax(alphas['reduce' if reduction else 'normal'], -1)
+            pre0 = (ops.FactorizedReduce(c, False, name=f'cell_{i}_preprocess0') if reduction_prev
+                    else ops.ReLUConvBN(c, affine=False, name=f'cell_{i}_preprocess0'))
+            states = [pre0(s0, train=train),
+                      ops.ReLUConvBN(c, affine=False, name=f'cell_{i}_preprocess1')(s1, train=train)]
+            edges = cell_edges(self.nodes)
+            for node in range(self.nodes):
+                states.append(sum(
+                    PlainMixedOp(c, 2 if reduction and src < 2 else 1, self.primitives,
+                                 name=f'cell_{i}_edge_{e}')(states[src], weights[e], train=train)
+                    for e, (src, tgt) in enumerate(edges) if tgt == node))
+            s0, s1 = s1, jnp.concatenate(states[-self.multiplier:], axis=-1)
+            reduction_prev = reduction
+        return nn.Dense(10, name='classifier')(jnp.mean(s1, axis=(1, 2)))
+
+
+def to_plain_layout(collection: dict, nodes: int) -> dict:
+    """Scanned network variables -> PlainSearchNetwork's flat naming."""
+    out = {}
+    for name, sub in collection.items():
+        if name.startswith('cell_'):
+            for child, value in unstack_cell_edges(sub, nodes).items():
+                out[f'{name}_{child}'] = value
+        else:
+            out[name] = sub
+    return out
+
+
+def test_edge_numbering_matches_darts():
+    assert num_edges(4) == 14 and num_edges(2) == 5
+    edges = cell_edges(4)
+    assert [e for e, (src, tgt) in enumerate(edges) if src == 0] == [0, 2, 5, 9]
+    assert edges[13] == (4, 3)  # node 3 reads states 0..4
+    with pytest.raises(ValueError, match='nodes'):
+        num_edges(0)
+
+
+def test_init_alphas_shapes_and_scale():
+    alphas = init_alphas(jax.random.key(0), nodes=4, num_ops=8)
+    chex.assert_shape([alphas['normal'], alphas['reduce']], (14, 8))
+    assert not np.allclose(alphas['normal'], alphas['reduce'])
+    assert 3e-4 < float(jnp.std(alphas['normal'])) < 3e-3
+    chex.assert_shape(init_alphas(jax.random.key(0), nodes=2, num_ops=3)['normal'], (5, 3))
+
+
+# Pinned from the PyTorch reference (4 nodes, all 8 primitives):
+#   python /work/shared/bench/torch_darts_ref.py --layers L --channels C --batch 2 --iters 1 \
+#       --warmup 0   -> params_m
+# (8, 16): 1.930618, (5, 16): 1.275834, (3, 8): 0.209442, (2, 4): 0.065606
+@pytest.mark.parametrize('layers,channels,expected', [
+    (8, 16, 1_930_618), (2, 4, 65_606),
+    pytest.param(5, 16, 1_275_834, marks=pytest.mark.slow),
+    pytest.param(3, 8, 209_442, marks=pytest.mark.slow)])
+def test_parameter_count_and_output_shape_match_reference(layers, channels, expected):
+    net = SearchNetwork(channels=channels, layers=layers)
+    x = jnp.zeros((2, 32, 32, 3))
+    alphas = init_alphas(jax.random.key(1))
+    variables = jax.eval_shape(lambda: net.init(jax.random.key(0), x, alphas, train=True))
+    assert ops.count_params(variables['params']) == expected
+    logits = jax.eval_shape(lambda v: net.apply(v, x, alphas, train=False), variables)
+    assert logits.shape == (2, 10)
+
+
+@pytest.fixture(scope='module')
+def tiny_setup():
+    net = SearchNetwork(**TINY, primitives=ops.PRIMITIVES)
+    x = jax.random.normal(jax.random.key(3), (3, 8, 8, 3))
+    alphas = jax.tree.map(lambda a: 0.5 * a / 1e-3, init_alphas(jax.random.key(4), nodes=2))
+    variables = jax.jit(lambda k: net.init(k, x, alphas, train=True))(jax.random.key(0))
+    return net, x, alphas, variables
+
+
+def test_optimised_network_matches_plain_formulation(tiny_setup):
+    net, x, alphas, variables = tiny_setup
+    plain = PlainSearchNetwork(TINY['channels'], TINY['layers'], TINY['nodes'], TINY['multiplier'])
+    plain_vars = {k: to_plain_layout(v, TINY['nodes']) for k, v in variables.items()}
+    # the same variable tree: every name and shape the plain formulation creates exists
+    reference_shapes = jax.eval_shape(lambda: plain.init(jax.random.key(0), x, alphas, train=True))
+    chex.assert_trees_all_equal_shapes(reference_shapes, plain_vars)
+
+    train_step = lambda model: jax.jit(
+        lambda v: model.apply(v, x, alphas, train=True, mutable=['batch_stats']))
+    logits, updates = train_step(net)(variables)
+    ref_logits, ref_updates = train_step(plain)(plain_vars)
+    assert logits.shape == (3, 10)
+    chex.assert_trees_all_close(logits, ref_logits, atol=1e-4, rtol=1e-4)
+    chex.assert_trees_all_close(to_plain_layout(updates['batch_stats'], TINY['nodes']),
+                                ref_updates['batch_stats'], atol=1e-5, rtol=1e-4)
+
+    trained = {'params': variables['params'], 'batch_stats': updates['batch_stats']}
+    evaluate = lambda model: jax.jit(lambda v: model.apply(v, x, alphas, train=False))
+    eval_logits = evaluate(net)(trained)
+    ref_eval = evaluate(plain)({k: to_plain_layout(v, TINY['nodes']) for k, v in trained.items()})
+    chex.assert_trees_all_close(eval_logits, ref_eval, atol=1e-4, rtol=1e-4)
+
+
+def test_primitive_subset_changes_alpha_width_and_params():
+    subset = ('skip_connect', 'sep_conv_3x3', 'max_pool_3x3')
+    net = SearchNetwork(**TINY, primitives=subset)
+    x = jnp.zeros((2, 8, 8, 3))
+    alphas = init_alphas(jax.random.key(0), nodes=2, num_ops=len(subset))
+    variables = jax.eval_shape(lambda: net.init(jax.random.key(0), x, alphas, train=True))
+    edge = variables['params']['cell_0']['edges']['mixed_op']
+    assert set(edge) == {'sep_conv_3x3'}
+    chex.assert_shape(edge['sep_conv_3x3']['block1']['depthwise']['kernel'], (5, 3, 3, 1, 4))
+
+
+def test_bad_alphas_and_fields_raise_clear_errors(tiny_setup):
+    net, x, alphas, variables = tiny_setup
+    with pytest.raises(ValueError, match=r"alphas\['normal'\] must have shape \(5, 8\)"):
+        net.apply(variables, x, init_alphas(jax.random.key(0), nodes=4), train=False)
+    with pytest.raises(ValueError, match='primitives'):
+        SearchNetwork(**TINY, primitives=('sep_conv_3x3', 'conv_7x7')).init(
+            jax.random.key(0), x, init_alphas(jax.random.key(0), 2, 2), train=False)
+    with pytest.raises(ValueError, match='multiplier'):
+        SearchNetwork(channels=4, layers=3, nodes=2, multiplier=3).init(
+            jax.random.key(0), x, init_alphas(jax.random.key(0), 2), train=False)
