@@ -11,11 +11,10 @@ from skillearn_jax import core
 from skillearn_jax.skills import darts
 
 
-# Finite differences of a ReLU/max-pool network converge to the exact
-# hypergradient as epsilon shrinks; measured on this tiny supernet (cosine to
-# exact): eps 0.1 -> 0.80, 0.01 (DARTS' default) -> 0.97, 0.001 -> 0.998.
-# The agreement test therefore uses 1e-3; the default stays the official 0.01.
-FD_EPSILON = 1e-3
+# The finite-difference hypergradient is exact only as epsilon -> 0: on this
+# ReLU/max-pool supernet, in float64, its cosine to `exact` is 0.914 at
+# DARTS' epsilon 0.01 and 1.0000 at 1e-4 (float32 cannot resolve 1e-4).
+OFFICIAL_EPSILON = 0.01
 
 
 @pytest.fixture(scope='module')
@@ -35,15 +34,17 @@ def tiny():
   # One real step so the momentum buffer the unroll reads is non-zero.
   step = core.make_step(program, method='first_order')
   state, _ = step(state, batches, jax.random.PRNGKey(1))
-  hypergrad = {
-      method: jax.jit(lambda s, method=method: core.hypergradient(
-          program, params=s.params, opt_states=s.opt_states,
-          model_state=s.model_state, step=s.step, batches=batches,
-          key=jax.random.PRNGKey(0), method=method,
-          options=core.HypergradientOptions(fd_epsilon=FD_EPSILON))[0][
-              'alphas']) for method in ('exact', 'finite_difference')}
   return dict(config=c, net=net, program=program, schedule=schedule,
-              state=state, batches=batches, step=step, hypergrad=hypergrad)
+              state=state, batches=batches, step=step)
+
+
+def _hypergrad(program, state, batches, method, epsilon):
+  return jax.jit(lambda s: core.hypergradient(
+      program, params=s.params, opt_states=s.opt_states,
+      model_state=s.model_state, step=s.step, batches=batches,
+      key=jax.random.PRNGKey(0), method=method,
+      options=core.HypergradientOptions(fd_epsilon=epsilon))[0]['alphas'])(
+          state)
 
 
 def _flat(tree):
@@ -81,19 +82,29 @@ def _official_darts_second_order(net, c, schedule, state, batches, eps):
 
 def test_finite_difference_is_the_official_darts_second_order(tiny):
   t = tiny
-  ours = t['hypergrad']['finite_difference'](t['state'])
+  ours = _hypergrad(t['program'], t['state'], t['batches'],
+                    'finite_difference', OFFICIAL_EPSILON)
   official = jax.jit(lambda s: _official_darts_second_order(
-      t['net'], t['config'], t['schedule'], s, t['batches'], FD_EPSILON))(
-          t['state'])
+      t['net'], t['config'], t['schedule'], s, t['batches'],
+      OFFICIAL_EPSILON))(t['state'])
   np.testing.assert_allclose(_flat(ours), _flat(official), rtol=1e-3,
                              atol=1e-6)
 
 
-def test_exact_and_finite_difference_agree(tiny):
-  exact = _flat(tiny['hypergrad']['exact'](tiny['state']))
-  fd = _flat(tiny['hypergrad']['finite_difference'](tiny['state']))
-  cosine = float(exact @ fd / (jnp.linalg.norm(exact) * jnp.linalg.norm(fd)))
-  assert cosine >= 0.99
+@pytest.mark.slow  # ~3 min of compiles; the core's chain tests and LPT's
+# linear-testee test cover exact-vs-FD agreement in the default run.
+def test_exact_and_finite_difference_agree_as_epsilon_shrinks(tiny):
+  t = tiny
+  to64 = lambda tree: jax.tree_util.tree_map(
+      lambda x: jnp.asarray(x, jnp.float64)
+      if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, tree)
+  with jax.enable_x64():
+    state, batches = to64(t['state']), to64(t['batches'])
+    exact = _flat(_hypergrad(t['program'], state, batches, 'exact', 0.01))
+    fd = _flat(_hypergrad(t['program'], state, batches, 'finite_difference',
+                          1e-4))
+    cosine = float(exact @ fd / (jnp.linalg.norm(exact) * jnp.linalg.norm(fd)))
+  assert cosine >= 0.999
 
 
 def test_search_step_second_call_compiles_nothing(tiny):
