@@ -116,3 +116,33 @@ def quick_evaluation(c: ml_collections.ConfigDict, *, dataset='digits'):
   c.log_every_steps = 10
   c.checkpoint_every_steps = 50
   return c
+
+
+SEARCH_VARIANTS = ('', '2nd', '1st', 'exact', 'quick')
+
+
+def multitask_search(skill: str, arg: str, *, config_file: str):
+  """Base and DARTS blocks of a search over several tasks (IL, MTL).
+
+  `arg` is a SEARCH_VARIANTS entry: '' and '2nd' finite differences, '1st'
+  first order, 'exact' autodiff; 'quick' shrinks to the embedded digits with
+  batch 16 and first order, since compiling several supernets is the cost
+  on a CPU. The tasks live in the skill's own block,
+  so `data.name` is dropped. Returns (config, the default task list:
+  'cifar100,cifar10' as the IL paper orders them, or the digits pair).
+  """
+  if arg not in SEARCH_VARIANTS:
+    raise ValueError(f'{config_file}: unknown variant {arg!r}; allowed: '
+                     f'{SEARCH_VARIANTS}')
+  c = base_config(skill)
+  darts_search_blocks(c)
+  c.hypergradient = {'1st': 'first_order', 'exact': 'exact'}.get(
+      arg, 'finite_difference')
+  tasks = 'cifar100,cifar10'
+  if arg == 'quick':
+    quick_search(c)
+    c.data.batch_size = 16
+    c.hypergradient = 'first_order'
+    tasks = 'digits_a,digits_b'
+  del c.data['name']
+  return c, tasks

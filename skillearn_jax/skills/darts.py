@@ -13,6 +13,7 @@ the search data streams and the genotype/plot hooks.
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -42,15 +43,28 @@ def make_supernet(net_config, num_classes: int) -> search_network.SearchNetwork:
       stem_multiplier=net_config.stem_multiplier)
 
 
-def classification_loss(net, *, weights: str, alphas: str, stats: str):
+def merged_params(params, names: str | Sequence[str]):
+  """The network parameters held in set `names`, or merged from several sets
+  (e.g. an encoder set and a head set that together form one network)."""
+  if isinstance(names, str):
+    return params[names]
+  merged = {}
+  for name in names:
+    merged.update(params[name])
+  return merged
+
+
+def classification_loss(net, *, weights: str | Sequence[str], alphas: str,
+                        stats: str):
   """loss(params, batch, ctx) of a supernet learner in training mode.
 
-  `weights`/`alphas` name the parameter sets, `stats` the model-state entry
-  holding this learner's BatchNorm statistics.
+  `weights`/`alphas` name the parameter sets (`weights` may name several
+  sets whose dicts merge into the network's parameters), `stats` the
+  model-state entry holding this learner's BatchNorm statistics.
   """
 
   def loss(params, batch, ctx):
-    variables = {'params': params[weights],
+    variables = {'params': merged_params(params, weights),
                  'batch_stats': ctx.model_state[stats]}
     logits, updates = net.apply(variables, batch['image'], params[alphas],
                                 train=True, mutable=['batch_stats'])
@@ -127,9 +141,15 @@ def write_search_artifacts(alphas, net_config, workdir: str, history) -> None:
         title=f'softmax(α_{cell})')
 
 
-def accuracy_on(net, variables_fn, alphas, batches) -> float:
+def eval_apply(net):
+  """The jitted eval-mode forward pass (variables, alphas, images) -> logits;
+  build it once per network and hand it to `accuracy_on` to compile once."""
+  return jax.jit(lambda v, a, x: net.apply(v, x, a, train=False))
+
+
+def accuracy_on(net, variables_fn, alphas, batches, apply=None) -> float:
   """Eval-mode accuracy over padded, masked batches."""
-  apply = jax.jit(lambda v, a, x: net.apply(v, x, a, train=False))
+  apply = apply or eval_apply(net)
   correct = total = 0.0
   for batch in batches:
     logits = apply(variables_fn(), alphas, batch['image'])
@@ -174,7 +194,9 @@ def init_supernet(net, key, image_shape, nodes: int):
   """(weights, alphas, batch_stats) of a fresh supernet."""
   alphas = search_network.init_alphas(jax.random.fold_in(key, 1), nodes=nodes)
   sample = jnp.zeros((2, *image_shape), jnp.float32)
-  variables = net.init(jax.random.fold_in(key, 0), sample, alphas, train=False)
+  # Jitted: eager init dispatches every op of the scanned cells one by one.
+  variables = jax.jit(lambda k, x, a: net.init(k, x, a, train=False))(
+      jax.random.fold_in(key, 0), sample, alphas)
   return variables['params'], alphas, variables['batch_stats']
 
 
