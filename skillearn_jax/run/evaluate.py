@@ -267,6 +267,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       metrics.update({'epoch': done / steps_per_epoch, 'lr': float(schedule(step)),
                       'drop_path_prob': float(drop_path_at(step)),
                       'step_seconds': time.perf_counter() - t0})
+      metrics['examples_per_second'] = d.batch_size / metrics['step_seconds']
       for name in EPOCH_MEANS:
         epoch_sums[name] += metrics[name]
       epoch_end = position + 1 == steps_per_epoch

@@ -124,6 +124,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       epoch_end = done % steps_per_epoch == 0
       metrics['epoch'] = done / steps_per_epoch
       metrics['step_seconds'] = seconds
+      if batch_size:
+        metrics['examples_per_second'] = batch_size / seconds
       if setup.learning_rates:
         metrics.update(setup.learning_rates(step))
       if epoch_end or done == total_steps:

@@ -52,13 +52,14 @@ def tiny(tmp_path_factory):
 
 def _rows(workdir):
   rows = writers.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
-  return [{k: v for k, v in r.items() if k != 'step_seconds'} for r in rows]
+  return [{k: v for k, v in r.items() if k not in ('step_seconds', 'examples_per_second')} for r in rows]
 
 
 def _summary(workdir):
   with open(os.path.join(workdir, 'summary.json')) as f:
     summary = json.load(f)
   summary['final_metrics'].pop('step_seconds')
+  summary['final_metrics'].pop('examples_per_second', None)
   return summary
 
 

@@ -33,13 +33,14 @@ def _config(**overrides):
 
 def _metrics(workdir):
   rows = writers.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
-  return [{k: v for k, v in r.items() if k != 'step_seconds'} for r in rows]
+  return [{k: v for k, v in r.items() if k not in ('step_seconds', 'examples_per_second')} for r in rows]
 
 
 def _summary(workdir):
   with open(os.path.join(workdir, 'summary.json')) as f:
     s = json.load(f)
   s['final_metrics'].pop('step_seconds')
+  s['final_metrics'].pop('examples_per_second', None)
   return s
 
 
