@@ -41,6 +41,8 @@ def _jax_config(args):
 
 def run_jax(args, method: str, order: int) -> dict:
   """Measures one JAX configuration in this process."""
+  from skillearn_jax.run import xla_flags  # pylint: disable=import-outside-toplevel
+  xla_flags.apply_defaults()  # as the CLI runs
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from skillearn_jax import core  # pylint: disable=import-outside-toplevel
@@ -129,6 +131,7 @@ def main(argv=None):
     return
   forwarded = [a for a in (argv if argv is not None else sys.argv[1:])
                if not a.startswith('--only')]
+  rows = []
   if args.impl in ('both', 'jax'):
     for method in args.methods.split(','):
       if method not in dict(JAX_METHODS):
@@ -142,12 +145,34 @@ def main(argv=None):
         print(f'# jax {method} failed:\n{proc.stderr[-3000:]}',
               file=sys.stderr)
         continue
-      print(proc.stdout.strip().splitlines()[-1], flush=True)
+      line = proc.stdout.strip().splitlines()[-1]
+      rows.append(json.loads(line))
+      print(line, flush=True)
   if args.impl in ('both', 'torch'):
     for order in (1, 2):
       row = run_torch(args, order)
       if row:
+        rows.append(row)
         print(json.dumps(row), flush=True)
+  ratios = ratios_to_reference(rows)
+  if ratios:
+    print(json.dumps({'impl': 'ratio', 'batch': args.batch,
+                      'layers': args.layers, 'channels': args.channels,
+                      **ratios}), flush=True)
+
+
+def ratios_to_reference(rows) -> dict:
+  """JAX median step time and peak RSS over the reference's of the same order,
+  keyed by JAX method (empty when either side is missing)."""
+  torch = {r['order']: r for r in rows if r['impl'] == 'torch'}
+  out = {}
+  for r in rows:
+    ref = torch.get(r['order'])
+    if r['impl'] == 'jax' and ref:
+      out[f"{r['method']}_time_ratio"] = round(r['median_s'] / ref['median_s'], 3)
+      out[f"{r['method']}_rss_ratio"] = round(
+          r['peak_rss_mb'] / ref['peak_rss_mb'], 3)
+  return out
 
 
 if __name__ == '__main__':

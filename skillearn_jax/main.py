@@ -15,6 +15,9 @@ import jax
 from ml_collections import config_flags
 
 from skillearn_jax.run import runner
+from skillearn_jax.run import xla_flags
+
+xla_flags.apply_defaults()  # before JAX starts its backend
 
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Directory for checkpoints, metrics and plots.')

@@ -1,4 +1,5 @@
-"""Test-session setup: one persistent XLA compilation cache per session.
+"""Test-session setup: the library's XLA flags and one persistent XLA
+compilation cache per session.
 
 Several tests build the same tiny programs (e.g. a search resumed from a
 checkpoint); the cache lets the second build skip XLA. It lives in a fresh
@@ -9,7 +10,11 @@ they keep using it.
 
 import tempfile
 
-from skillearn_jax.run import compilation_cache
+from skillearn_jax.run import xla_flags
+
+xla_flags.apply_defaults()  # before JAX starts its backend
+
+from skillearn_jax.run import compilation_cache  # pylint: disable=g-import-not-at-top
 
 XLA_CACHE_DIR = tempfile.mkdtemp(prefix='skillearn_test_xla_cache_')
 compilation_cache.enable(XLA_CACHE_DIR, min_compile_time_secs=0.5)

@@ -279,7 +279,10 @@ def _implicit(chain: _Chain, hyper, options: HypergradientOptions):
           lambda a, b: a + rule.weight_decay[n] * b, gr, ww), grads, w)
 
     def hvp(vec):
-      return jax.jvp(lambda w: grad_w(w, inputs), (w_star,), (vec,))[1]
+      # Reverse-over-reverse, not jvp-of-grad: models may hold custom_vjp
+      # functions (nas.conv), which forward mode cannot differentiate.
+      _, vjp_w = jax.vjp(lambda w: grad_w(w, inputs), w_star)
+      return vjp_w(vec)[0]
 
     # H^-1 v ~= rate * sum_{i=0}^{N} (I - rate*H)^i v
     def body(carry, _):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
+from skillearn_jax.nas.conv import conv2d
 
 PRIMITIVES = (
     'none',
@@ -42,41 +42,35 @@ def batch_norm(affine: bool, train: bool, name: str | None = None) -> nn.BatchNo
                         use_scale=affine, use_bias=affine, name=name)
 
 
+class Conv(nn.Module):
+    """Bias-free 2-D convolution with symmetric integer padding, as ``torch.nn.Conv2d``, run by
+    ``conv.conv2d``; its ``kernel`` is laid out as ``nn.Conv``'s (k, k, C_in / groups, C_out)."""
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        k = self.kernel_size
+        kernel = self.param('kernel', TORCH_DEFAULT_INIT,
+                            (k, k, x.shape[-1] // self.groups, self.features))
+        return conv2d(x, kernel, self.stride, self.padding, self.dilation, self.groups)
+
+
 def conv(features: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1,
-         groups: int = 1, name: str | None = None) -> nn.Conv:
+         groups: int = 1, name: str | None = None) -> Conv:
     """Bias-free 2-D convolution with symmetric integer padding, as ``torch.nn.Conv2d``."""
-    return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride),
-                   padding=((padding, padding), (padding, padding)),
-                   kernel_dilation=(dilation, dilation), feature_group_count=groups,
-                   use_bias=False, kernel_init=TORCH_DEFAULT_INIT, name=name)
+    return Conv(features, kernel_size, stride, padding, dilation, groups, name=name)
 
 
 def depthwise_conv(x, kernel, stride: int = 1, dilation: int = 1):
     """Depthwise conv of NHWC ``x`` with ``kernel`` (k, k, 1, C), 'same' zero padding
-    ``dilation * (k // 2)``, no bias.
-
-    XLA:CPU runs dilated grouped convolutions several times slower than plain ones, so dilation
-    2 is computed exactly as an undilated conv on the input's 2x2 polyphase components (all
-    four in one batch at stride 1; only the even-even one at stride 2)."""
-    k, channels = kernel.shape[0], x.shape[-1]
-    n, h, w, _ = x.shape
-
-    def plain(inputs, step, dil=1):
-        pad = dil * (k // 2)
-        return lax.conv_general_dilated(inputs, kernel, (step, step), ((pad, pad), (pad, pad)),
-                                        rhs_dilation=(dil, dil),
-                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-                                        feature_group_count=channels)
-    if dilation == 1:
-        return plain(x, stride)
-    if dilation != 2 or h % 2 or w % 2:
-        return plain(x, stride, dilation)
-    if stride == 2:
-        return plain(x[:, ::2, ::2, :], 1)
-    phases = x.reshape(n, h // 2, 2, w // 2, 2, channels).transpose(2, 4, 0, 1, 3, 5)
-    y = plain(phases.reshape(4 * n, h // 2, w // 2, channels), 1)
-    y = y.reshape(2, 2, n, h // 2, w // 2, channels).transpose(2, 3, 0, 4, 1, 5)
-    return y.reshape(n, h, w, channels)
+    ``dilation * (k // 2)``, no bias (through ``conv.conv2d``)."""
+    return conv2d(x, kernel, stride, dilation * (kernel.shape[0] // 2), dilation,
+                  groups=x.shape[-1])
 
 
 class DepthwiseConv(nn.Module):

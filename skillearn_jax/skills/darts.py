@@ -12,6 +12,8 @@ the search data streams and the genotype/plot hooks.
 
 from __future__ import annotations
 
+import functools
+
 import os
 from typing import Sequence
 
@@ -63,11 +65,16 @@ def classification_loss(net, *, weights: str | Sequence[str], alphas: str,
   model-state entry holding this learner's BatchNorm statistics.
   """
 
+  # An inner jit: the network is traced once per input shape and every
+  # derivative of the step is taken of that one jaxpr, instead of re-running
+  # Flax's Python for each (lowering a DARTS-2nd step got ~2x faster).
+  apply = jax.jit(functools.partial(net.apply, train=True,
+                                    mutable=['batch_stats']))
+
   def loss(params, batch, ctx):
     variables = {'params': merged_params(params, weights),
                  'batch_stats': ctx.model_state[stats]}
-    logits, updates = net.apply(variables, batch['image'], params[alphas],
-                                train=True, mutable=['batch_stats'])
+    logits, updates = apply(variables, batch['image'], params[alphas])
     ce = optax.softmax_cross_entropy_with_integer_labels(
         logits, batch['label']).mean()
     acc = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
