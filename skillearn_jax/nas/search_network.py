@@ -80,10 +80,12 @@ class _EdgeStep(nn.Module):
         return lax.dynamic_update_index_in_dim(buffer, updated, target, 0), None
 
 
-def _edge_scan(buffer, edges, inputs, name: str, **step_fields):
+def _edge_scan(buffer, edges, inputs, name: str, remat: bool = False, **step_fields):
     """Run ``_EdgeStep`` over ``edges`` = (sources, targets, weights), one stacked set of
-    variables per edge."""
-    scanned = nn.scan(_EdgeStep, variable_axes={'params': 0, 'batch_stats': 0},
+    variables per edge; with ``remat`` the backward pass recomputes each edge's mixed op from
+    its input instead of keeping its intermediates."""
+    step = nn.remat(_EdgeStep, prevent_cse=False) if remat else _EdgeStep
+    scanned = nn.scan(step, variable_axes={'params': 0, 'batch_stats': 0},
                       split_rngs={'params': True}, in_axes=(0, nn.broadcast),
                       length=len(edges[0]))
     buffer, _ = scanned(name=name, read_inputs=inputs is not None, **step_fields)(
@@ -123,6 +125,7 @@ class SearchCell(nn.Module):
     nodes: int = 4
     multiplier: int = 4
     primitives: Sequence[str] = ops.PRIMITIVES
+    remat: bool = False
 
     @nn.compact
     def __call__(self, s0, s1, weights, *, train: bool):
@@ -133,7 +136,8 @@ class SearchCell(nn.Module):
             s0 = ops.ReLUConvBN(c, affine=False, name='preprocess0')(s0, train=train)
         s1 = ops.ReLUConvBN(c, affine=False, name='preprocess1')(s1, train=train)
         edges = cell_edges(self.nodes)
-        step_kw = dict(channels=c, primitives=tuple(self.primitives), train=train)
+        step_kw = dict(channels=c, primitives=tuple(self.primitives), train=train,
+                       remat=self.remat)
         if not self.reduction:
             states = jnp.concatenate([jnp.stack([s0, s1]),
                                       jnp.zeros((self.nodes,) + s1.shape, s1.dtype)])
@@ -168,6 +172,7 @@ class SearchNetwork(nn.Module):
     multiplier: int = 4
     stem_multiplier: int = 3
     primitives: Sequence[str] = ops.PRIMITIVES
+    remat: bool = False  # recompute mixed ops in the backward pass: far less memory
 
     def _validate(self, alphas) -> None:
         for field in ('channels', 'num_classes', 'layers', 'nodes', 'multiplier',
@@ -201,7 +206,7 @@ class SearchNetwork(nn.Module):
             if reduction:
                 c *= 2
             cell = SearchCell(c, reduction, reduction_prev, self.nodes, self.multiplier,
-                              tuple(self.primitives), name=f'cell_{i}')
+                              tuple(self.primitives), self.remat, name=f'cell_{i}')
             s0, s1 = s1, cell(s0, s1, weights['reduce' if reduction else 'normal'], train=train)
             reduction_prev = reduction
         features = jnp.mean(s1, axis=(1, 2))

@@ -42,7 +42,8 @@ def make_supernet(net_config, num_classes: int) -> search_network.SearchNetwork:
       channels=net_config.channels, num_classes=num_classes,
       layers=net_config.layers, nodes=net_config.nodes,
       multiplier=net_config.multiplier,
-      stem_multiplier=net_config.stem_multiplier)
+      stem_multiplier=net_config.stem_multiplier,
+      remat=bool(net_config.get('remat', True)))
 
 
 def merged_params(params, names: str | Sequence[str]):
