@@ -28,8 +28,10 @@ from jax import lax
 
 _DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 
-# Batch 64, 5x5, forward + backward: grouped 232 ms vs dense 43 ms at 32x32x16, 52 vs 25 ms at
-# 16x16x32, 28 vs 36 ms at 8x8x64 -- the C-fold extra arithmetic pays only for narrow layers.
+# Batch 64, 5x5, forward + backward alone: grouped 232 ms vs dense 43 ms at 32x32x16, 52 vs
+# 25 ms at 16x16x32, 28 vs 36 ms at 8x8x64. Inside the supernet's scanned backward pass the
+# grouped input-gradient convs at 64 channels topped the profile; running them dense too left
+# the pass time level (7.0 vs 7.1 s at batch 16 / 5 cells), so 64 is kept for the simpler graph.
 DENSE_DEPTHWISE_MAX_CHANNELS = 64
 
 
