@@ -14,13 +14,15 @@ This module owns ``conv2d``, the one convolution every network here uses. Its va
   convs with the matching kernel phases; dilation 2 at even sizes is a stride-1 conv on the
   input's 2x2 polyphase components; other dilations dilate the kernel with zeros;
 - 1x1 convs are a contraction (no window at all);
-- a depthwise conv (``groups`` = channels) with at most ``DENSE_DEPTHWISE_MAX_CHANNELS``
-  channels runs as a dense conv with a block-diagonal kernel, because XLA:CPU's grouped conv
-  is slow; wider ones stay grouped, their kernel gradient a sum of shifted products.
+- a depthwise conv (``groups`` = channels) is a sum of the k*k shifted input windows, each
+  scaled by its tap: one elementwise loop that XLA fuses, where XLA:CPU's grouped conv is
+  5-20x slower and a dense conv with a block-diagonal kernel does ``channels`` times the work.
+  Its input gradient is the same sum over the padded output gradient with the flipped kernel;
+  its kernel gradient (the windows' correlation with the output gradient, summed over the
+  batch) is one canonical grouped conv with the batch as each group's input features, whose
+  own VJP is again shifted sums, so every derivative order stays on the fast path.
 """
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -28,49 +30,84 @@ from jax import lax
 
 _DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 
-# Batch 64, 5x5, forward + backward alone: grouped 232 ms vs dense 43 ms at 32x32x16, 52 vs
-# 25 ms at 16x16x32, 28 vs 36 ms at 8x8x64. Inside the supernet's scanned backward pass the
-# grouped input-gradient convs at 64 channels topped the profile; running them dense too left
-# the pass time level (7.0 vs 7.1 s at batch 16 / 5 cells), so 64 is kept for the simpler graph.
-DENSE_DEPTHWISE_MAX_CHANNELS = 64
+@jax.custom_vjp
+def _valid_conv(x, kernel):
+    """Dense stride-1 'VALID' conv."""
+    return lax.conv_general_dilated(x, kernel, (1, 1), 'VALID', dimension_numbers=_DIMENSIONS)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _valid_conv(x, kernel, groups: int):
-    """Stride-1 'VALID' conv; ``groups`` is 1 (dense) or the channel count (depthwise)."""
-    return lax.conv_general_dilated(x, kernel, (1, 1), 'VALID', dimension_numbers=_DIMENSIONS,
-                                    feature_group_count=groups)
+def _valid_conv_forward(x, kernel):
+    return _valid_conv(x, kernel), (x, kernel)
 
 
-def _valid_conv_forward(x, kernel, groups):
-    return _valid_conv(x, kernel, groups), (x, kernel)
-
-
-def _valid_conv_backward(groups, residuals, g):
+def _valid_conv_backward(residuals, g):
     x, kernel = residuals
     kh, kw = kernel.shape[:2]
     g_padded = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-    flipped = kernel[::-1, ::-1]
-    if groups == 1:
-        d_x = _valid_conv(g_padded, flipped.transpose(0, 1, 3, 2), 1)
-        # the kernel gradient as a conv over the batch: N <- input channels, C <- batch
-        d_kernel = _valid_conv(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), 1)
-        return d_x, d_kernel.transpose(1, 2, 0, 3)
-    d_x = _valid_conv(g_padded, flipped, groups)
-    out_h, out_w = g.shape[1:3]
-    taps = [jnp.sum(x[:, i:i + out_h, j:j + out_w, :] * g, axis=(0, 1, 2))
-            for i in range(kh) for j in range(kw)]
-    return d_x, jnp.stack(taps).reshape(kernel.shape)
+    d_x = _valid_conv(g_padded, kernel[::-1, ::-1].transpose(0, 1, 3, 2))
+    # the kernel gradient as a conv over the batch: N <- input channels, C <- batch
+    d_kernel = _valid_conv(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3))
+    return d_x, d_kernel.transpose(1, 2, 0, 3)
 
 
 _valid_conv.defvjp(_valid_conv_forward, _valid_conv_backward)
+
+
+def _shifted_sum(x, kernel):
+    """'VALID' depthwise conv as the sum over taps of the shifted window times the tap."""
+    kh, kw = kernel.shape[:2]
+    out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    total = None
+    for i in range(kh):
+        for j in range(kw):
+            term = x[:, i:i + out_h, j:j + out_w, :] * kernel[i, j]
+            total = term if total is None else total + term
+    return total
+
+
+@jax.custom_vjp
+def _depthwise_valid(x, kernel):
+    """Stride-1 'VALID' depthwise conv of ``x`` (B, H, W, C) with ``kernel`` (kh, kw, C)."""
+    return _shifted_sum(x, kernel)
+
+
+def _depthwise_full(g, kernel):
+    """The transpose of ``_depthwise_valid`` in its input: a 'FULL' conv, flipped kernel."""
+    kh, kw = kernel.shape[:2]
+    padded = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+    return _depthwise_valid(padded, kernel[::-1, ::-1])
+
+
+@jax.custom_vjp
+def _depthwise_kernel_grad(x, g):
+    """``sum_b x[b, i:i+H', j:j+W', c] * g[b, :, :, c]`` for every tap (i, j): (kh, kw, C).
+    One grouped conv, group c reading the batch of channel c as its input features."""
+    b, h, w, c = x.shape
+    lhs = x.transpose(1, 2, 3, 0).reshape(1, h, w, c * b)
+    y = lax.conv_general_dilated(lhs, g.transpose(1, 2, 0, 3), (1, 1), 'VALID',
+                                 dimension_numbers=_DIMENSIONS, feature_group_count=c)
+    return y[0]
+
+
+_depthwise_valid.defvjp(
+    lambda x, kernel: (_depthwise_valid(x, kernel), (x, kernel)),
+    lambda residuals, g: (_depthwise_full(g, residuals[1]),
+                          _depthwise_kernel_grad(residuals[0], g)))
+_depthwise_kernel_grad.defvjp(
+    lambda x, g: (_depthwise_kernel_grad(x, g), (x, g)),
+    lambda residuals, u: (_depthwise_full(residuals[1], u), _depthwise_valid(residuals[0], u)))
+
+
+def _valid(x, kernel, groups: int):
+    """Stride-1 'VALID' conv, dense (``groups`` 1) or depthwise (``kernel`` (kh, kw, 1, C))."""
+    return _valid_conv(x, kernel) if groups == 1 else _depthwise_valid(x, kernel[:, :, 0, :])
 
 
 def _strided(x, kernel, groups: int, stride: int):
     """'VALID' conv of an already padded ``x`` at ``stride``, as stride-1 convs of its polyphase
     components."""
     if stride == 1:
-        return _valid_conv(x, kernel, groups)
+        return _valid(x, kernel, groups)
     kh, kw = kernel.shape[:2]
     out_h = (x.shape[1] - kh) // stride + 1
     out_w = (x.shape[2] - kw) // stride + 1
@@ -78,7 +115,7 @@ def _strided(x, kernel, groups: int, stride: int):
     for p in range(min(stride, kh)):
         for q in range(min(stride, kw)):
             phase = x[:, p::stride, q::stride, :]
-            y = _valid_conv(phase, kernel[p::stride, q::stride], groups)[:, :out_h, :out_w, :]
+            y = _valid(phase, kernel[p::stride, q::stride], groups)[:, :out_h, :out_w, :]
             total = y if total is None else total + y
     return total
 
@@ -102,8 +139,6 @@ def conv2d(x, kernel, stride: int = 1, padding: int = 0, dilation: int = 1, grou
     if min(stride, dilation) < 1 or padding < 0:
         raise ValueError(f'conv2d: stride and dilation must be >= 1 and padding >= 0, got '
                          f'stride={stride}, dilation={dilation}, padding={padding}')
-    if groups > 1 and channels <= DENSE_DEPTHWISE_MAX_CHANNELS:
-        kernel, groups = kernel[:, :, 0, :, None] * jnp.eye(channels, dtype=kernel.dtype), 1
     if padding:
         x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     if kernel.shape[:2] == (1, 1):
@@ -113,9 +148,9 @@ def conv2d(x, kernel, stride: int = 1, padding: int = 0, dilation: int = 1, grou
     if dilation == 2 and stride in (1, 2) and h % 2 == 0 and w % 2 == 0:
         # the output of a dilation-2 conv reads one 2x2 polyphase component per output phase
         if stride == 2:
-            return _valid_conv(x[:, ::2, ::2, :], kernel, groups)
+            return _valid(x[:, ::2, ::2, :], kernel, groups)
         phases = x.reshape(n, h // 2, 2, w // 2, 2, channels).transpose(2, 4, 0, 1, 3, 5)
-        y = _valid_conv(phases.reshape(4 * n, h // 2, w // 2, channels), kernel, groups)
+        y = _valid(phases.reshape(4 * n, h // 2, w // 2, channels), kernel, groups)
         oh, ow, features = y.shape[1:]
         y = y.reshape(2, 2, n, oh, ow, features).transpose(2, 3, 0, 4, 1, 5)
         return y.reshape(n, 2 * oh, 2 * ow, features)

@@ -3,11 +3,12 @@
 This module owns ``MixedOp``: ``sum_o softmax(alpha)_o * op_o(x)`` over the search primitives
 (pooling followed by affine-free batch norm, every batch norm affine-free), written so that an
 edge lowers to few, cheap-to-compile ops instead of one sub-program per primitive:
-- depthwise convs go through ``ops.depthwise_conv`` (dilation 2 as polyphase undilated convs,
-  which XLA:CPU runs several times faster than dilated grouped convs);
+- depthwise convs go through ``ops.depthwise_conv`` (sums of shifted windows, dilation 2 on
+  polyphase components; see ``conv``);
 - the pointwise convs of the ops at one stage are one batched contraction and their batch norms
   one normalisation (sep/dil first stages together, sep second stages together);
-- max/avg pooling are max/sum over the 9 shifted windows (no select-and-scatter backward).
+- max/avg pooling are max/sum over the 3 rows, then the 3 columns, of each window (no
+  select-and-scatter backward).
 Variables mirror ``ops.make_op``'s exactly (paths, names, shapes), so a plain per-primitive
 formulation runs on the same variables and the parameter count equals the reference.
 """
@@ -31,53 +32,49 @@ def _kernel_geometry(name: str) -> tuple[int, int]:
     return int(name[-1]), (1 if name.startswith('sep') else 2)
 
 
-def _windows(x, radius: int, stride: int, pad_value: float = 0.0):
-    """Return ``window(dy, dx)``: ``x`` (B, H, W, ...) shifted by (dy, dx) with padding
-    ``radius`` and subsampled by ``stride``, i.e. the input seen by every output pixel's tap."""
-    h, w = x.shape[1:3]
-    out_h, out_w = (h - 1) // stride + 1, (w - 1) // stride + 1
-    pad = [(0, 0), (radius, radius), (radius, radius)] + [(0, 0)] * (x.ndim - 3)
-    xp = jnp.pad(x, pad, constant_values=pad_value)
-
-    def window(dy: int, dx: int):
-        start = (0, radius + dy, radius + dx) + (0,) * (x.ndim - 3)
-        limit = ((x.shape[0], radius + dy + stride * (out_h - 1) + 1,
-                  radius + dx + stride * (out_w - 1) + 1) + tuple(x.shape[3:]))
-        return lax.slice(xp, start, limit, (1, stride, stride) + (1,) * (x.ndim - 3))
-    return window, (out_h, out_w)
+def _pool_3x3(x, stride: int, pad_value: float, combine):
+    """``combine`` (max or add) over each output pixel's 3x3 window (padding 1 with
+    ``pad_value``, windows ``stride`` apart), separably: the 3 rows, then the 3 columns, which
+    halves the ops against combining the 9 shifted windows, forward and backward."""
+    for axis in (1, 2):
+        size = x.shape[axis]
+        out = (size - 1) // stride + 1
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (1, 1)
+        padded = jnp.pad(x, pad, constant_values=pad_value)
+        taps = [lax.slice_in_dim(padded, d, d + stride * (out - 1) + 1, stride, axis)
+                for d in range(3)]
+        x = combine(combine(taps[0], taps[1]), taps[2])
+    return x
 
 
 def depthwise_group(x, kernels, stride: int):
-    """Depthwise convs of several ops: ``x`` (B, H, W, C) read by every op, or (B, H, W, O, C)
+    """Depthwise convs of several ops: ``x`` (B, H, W, C) read by every op, or (O, B, H, W, C)
     with one slice per op; ``kernels``: O pairs ``(kernel (k, k, 1, C), dilation)``.
-    Returns (B, H', W', O, C)."""
-    return jnp.stack([ops.depthwise_conv(x if x.ndim == 4 else x[..., o, :], kernel, stride, d)
-                      for o, (kernel, d) in enumerate(kernels)], axis=-2)
+    Returns (O, B, H', W', C): the op axis leads, so the pointwise contraction batches over it
+    and the batch-norm reductions run without transposes."""
+    return jnp.stack([ops.depthwise_conv(x if x.ndim == 4 else x[o], kernel, stride, d)
+                      for o, (kernel, d) in enumerate(kernels)])
 
 
 def pointwise_group(x, kernels):
-    """1x1 convs, one per op slice: (B, H, W, O, C) with O kernels (1, 1, C, D)."""
+    """1x1 convs, one per op slice: (O, B, H, W, C) with O kernels (1, 1, C, D)."""
     weights = jnp.stack([k[0, 0] for k in kernels])
-    return jnp.einsum('bhwoc,ocd->bhwod', x, weights)
+    return jnp.einsum('obhwc,ocd->obhwd', x, weights)
 
 
 def pools(x, stride: int, names: Sequence[str]):
     """The 3x3 pools ``names`` (max and/or avg; padding 1, padding excluded from the
-    average) of ``x``, stacked as (B, H', W', len(names), C)."""
-    max_window, (out_h, out_w) = _windows(x, 1, stride, pad_value=-jnp.inf)
-    sum_window, _ = _windows(x, 1, stride)
-    offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    average) of ``x``, stacked as (len(names), B, H', W', C)."""
     results = []
     for name in names:
         if name == 'max_pool_3x3':
-            maximum = max_window(*offsets[0])
-            for offset in offsets[1:]:
-                maximum = jnp.maximum(maximum, max_window(*offset))
-            results.append(maximum)
+            results.append(_pool_3x3(x, stride, -jnp.inf, jnp.maximum))
         else:
-            total = sum(sum_window(*offset) for offset in offsets)
+            total = _pool_3x3(x, stride, 0.0, jnp.add)
+            out_h, out_w = total.shape[1:3]
             results.append(total / _valid_counts(x.shape[1:3], stride, out_h, out_w))
-    return jnp.stack(results, axis=-2)
+    return jnp.stack(results)
 
 
 def _valid_counts(hw, stride: int, out_h: int, out_w: int):
@@ -105,14 +102,14 @@ class MixedOp(nn.Module):
         return self._scope(path).param('kernel', ops.TORCH_DEFAULT_INIT, shape)
 
     def _batch_norm(self, x, paths: Sequence[str], train: bool):
-        """Affine-free batch norm of each op slice of (B, H, W, O, C), with the running
+        """Affine-free batch norm of each op slice of (O, B, H, W, C), with the running
         statistics of slice o kept at ``paths[o]`` (as ``ops.batch_norm`` keeps them)."""
         c = x.shape[-1]
         stats = [(self._scope(p).variable('batch_stats', 'mean', jnp.zeros, (c,)),
                   self._scope(p).variable('batch_stats', 'var', jnp.ones, (c,))) for p in paths]
         if train:
-            mean = jnp.mean(x, axis=(0, 1, 2))
-            var = jnp.maximum(0.0, jnp.mean(x * x, axis=(0, 1, 2)) - mean * mean)
+            mean = jnp.mean(x, axis=(1, 2, 3))
+            var = jnp.maximum(0.0, jnp.mean(x * x, axis=(1, 2, 3)) - mean * mean)
             if not self.is_initializing():
                 m = ops.BN_MOMENTUM
                 for o, (ra_mean, ra_var) in enumerate(stats):
@@ -121,10 +118,11 @@ class MixedOp(nn.Module):
         else:
             mean = jnp.stack([s[0].value for s in stats])
             var = jnp.stack([s[1].value for s in stats])
+        mean, var = mean[:, None, None, None], var[:, None, None, None]
         return (x - mean) * lax.rsqrt(var + ops.BN_EPSILON)
 
     @nn.compact
-    def __call__(self, x, weights, *, train: bool):
+    def __call__(self, x, weights, train: bool):  # train positional: static under nn.remat
         c, s = self.channels, self.stride
         if x.shape[-1] != c:
             raise ValueError(f'MixedOp: input has {x.shape[-1]} channels, channels={c}')
@@ -132,7 +130,7 @@ class MixedOp(nn.Module):
         pool_names = [p for p in POOL_PRIMITIVES if p in self.primitives]
         if pool_names:
             pooled = self._batch_norm(pools(x, s, pool_names), [f'{p}_bn' for p in pool_names], train)
-            outputs.update({p: pooled[..., i, :] for i, p in enumerate(pool_names)})
+            outputs.update({p: pooled[i] for i, p in enumerate(pool_names)})
         if 'skip_connect' in self.primitives:
             outputs['skip_connect'] = (x if s == 1 else ops.FactorizedReduce(
                 c, affine=False, name='skip_connect')(x, train=train))
@@ -146,16 +144,16 @@ class MixedOp(nn.Module):
             y = self._batch_norm(y, [f'{p}/bn' for p in first], train)
             # CONV_PRIMITIVES lists the sep convs first, so they are a leading slice
             seps = [p for p in convs if p.startswith('sep')]
-            outputs.update({p: y[..., i, :] for i, p in enumerate(convs) if p not in seps})
+            outputs.update({p: y[i] for i, p in enumerate(convs) if p not in seps})
             if seps:
                 second = [f'{p}/block2' for p in seps]
                 kernels = [(self._kernel(f'{path}/depthwise', (k, k, 1, c)), 1)
                            for path, (k, _) in zip(second, map(_kernel_geometry, seps))]
-                z = depthwise_group(nn.relu(y[..., :len(seps), :]), kernels, 1)
+                z = depthwise_group(nn.relu(y[:len(seps)]), kernels, 1)
                 z = pointwise_group(z, [self._kernel(f'{p}/pointwise', (1, 1, c, c))
                                         for p in second])
                 z = self._batch_norm(z, [f'{p}/bn' for p in second], train)
-                outputs.update({p: z[..., i, :] for i, p in enumerate(seps)})
+                outputs.update({p: z[i] for i, p in enumerate(seps)})
         out = jnp.zeros_like(x[:, ::s, ::s, :])
         for weight, name in zip(weights, self.primitives):
             if name in outputs:

@@ -68,14 +68,19 @@ class _EdgeStep(nn.Module):
     primitives: Sequence[str]
     train: bool
     read_inputs: bool
+    remat: bool
 
     @nn.compact
     def __call__(self, buffer, edge, inputs):
         source, target, weights = edge
         x = lax.dynamic_index_in_dim(inputs if self.read_inputs else buffer, source,
                                      keepdims=False)
-        y = MixedOp(self.channels, self.stride, self.primitives, name='mixed_op')(
-            x, weights, train=self.train)
+        # remat wraps the mixed op alone, so the scan saves its input slice per edge rather
+        # than the whole node buffer
+        mixed_op = (nn.remat(MixedOp, prevent_cse=False, static_argnums=(3,)) if self.remat
+                    else MixedOp)
+        y = mixed_op(self.channels, self.stride, self.primitives, name='mixed_op')(
+            x, weights, self.train)
         updated = lax.dynamic_index_in_dim(buffer, target, keepdims=False) + y
         return lax.dynamic_update_index_in_dim(buffer, updated, target, 0), None
 
@@ -84,11 +89,10 @@ def _edge_scan(buffer, edges, inputs, name: str, remat: bool = False, **step_fie
     """Run ``_EdgeStep`` over ``edges`` = (sources, targets, weights), one stacked set of
     variables per edge; with ``remat`` the backward pass recomputes each edge's mixed op from
     its input instead of keeping its intermediates."""
-    step = nn.remat(_EdgeStep, prevent_cse=False) if remat else _EdgeStep
-    scanned = nn.scan(step, variable_axes={'params': 0, 'batch_stats': 0},
+    scanned = nn.scan(_EdgeStep, variable_axes={'params': 0, 'batch_stats': 0},
                       split_rngs={'params': True}, in_axes=(0, nn.broadcast),
                       length=len(edges[0]))
-    buffer, _ = scanned(name=name, read_inputs=inputs is not None, **step_fields)(
+    buffer, _ = scanned(name=name, read_inputs=inputs is not None, remat=remat, **step_fields)(
         buffer, edges, jnp.zeros(()) if inputs is None else inputs)
     return buffer
 
