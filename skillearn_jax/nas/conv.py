@@ -30,6 +30,13 @@ from jax import lax
 
 _DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 
+
+def _pad_full(g, kernel):
+    """``g`` padded by the kernel size - 1 on each side: the input of a 'FULL' conv."""
+    kh, kw = kernel.shape[:2]
+    return jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+
+
 @jax.custom_vjp
 def _valid_conv(x, kernel):
     """Dense stride-1 'VALID' conv."""
@@ -42,9 +49,7 @@ def _valid_conv_forward(x, kernel):
 
 def _valid_conv_backward(residuals, g):
     x, kernel = residuals
-    kh, kw = kernel.shape[:2]
-    g_padded = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-    d_x = _valid_conv(g_padded, kernel[::-1, ::-1].transpose(0, 1, 3, 2))
+    d_x = _valid_conv(_pad_full(g, kernel), kernel[::-1, ::-1].transpose(0, 1, 3, 2))
     # the kernel gradient as a conv over the batch: N <- input channels, C <- batch
     d_kernel = _valid_conv(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3))
     return d_x, d_kernel.transpose(1, 2, 0, 3)
@@ -80,9 +85,7 @@ def _depthwise_valid(x, kernel):
 
 def _depthwise_full(g, kernel):
     """The transpose of ``_depthwise_valid`` in its input: a 'FULL' conv, flipped kernel."""
-    kh, kw = kernel.shape[:2]
-    padded = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-    return _depthwise_valid(padded, kernel[::-1, ::-1])
+    return _depthwise_valid(_pad_full(g, kernel), kernel[::-1, ::-1])
 
 
 @jax.custom_vjp

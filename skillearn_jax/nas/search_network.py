@@ -59,6 +59,11 @@ def validate_primitives(primitives: Sequence[str]) -> None:
                          f'got {tuple(primitives)}')
 
 
+# remat wraps the mixed op alone, so the edge scan saves its input slice per edge rather than
+# the whole node buffer; `train` (argument 3, counting self) is static
+_RematMixedOp = nn.remat(MixedOp, prevent_cse=False, static_argnums=(3,))
+
+
 class _EdgeStep(nn.Module):
     """One edge of a cell's edge scan: the carry is the node-sum buffer; the edge reads its
     source from ``inputs`` (the cell inputs, when the input edges are strided and so differ in
@@ -75,10 +80,7 @@ class _EdgeStep(nn.Module):
         source, target, weights = edge
         x = lax.dynamic_index_in_dim(inputs if self.read_inputs else buffer, source,
                                      keepdims=False)
-        # remat wraps the mixed op alone, so the scan saves its input slice per edge rather
-        # than the whole node buffer
-        mixed_op = (nn.remat(MixedOp, prevent_cse=False, static_argnums=(3,)) if self.remat
-                    else MixedOp)
+        mixed_op = _RematMixedOp if self.remat else MixedOp
         y = mixed_op(self.channels, self.stride, self.primitives, name='mixed_op')(
             x, weights, self.train)
         updated = lax.dynamic_index_in_dim(buffer, target, keepdims=False) + y

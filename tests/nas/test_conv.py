@@ -32,7 +32,8 @@ CASES = [
 ]
 
 
-def _reference(x, kernel, stride, padding, dilation, groups):
+def lax_conv2d(x, kernel, stride=1, padding=0, dilation=1, groups=1):
+  """The truth conv2d is checked against (also the plain network's in test_search_network)."""
   return lax.conv_general_dilated(
       x, kernel, (stride, stride), ((padding, padding), (padding, padding)),
       rhs_dilation=(dilation, dilation),
@@ -57,7 +58,7 @@ def test_matches_lax_conv_to_second_order(case):
     kernel = jnp.asarray(rng.normal(size=(k, k, c // groups, out)))
     args = (stride, padding, dilation, groups)
     ours = _derivatives(lambda x, w: conv.conv2d(x, w, *args))
-    truth = _derivatives(lambda x, w: _reference(x, w, *args))
+    truth = _derivatives(lambda x, w: lax_conv2d(x, w, *args))
     for mine, ref in zip(ours, truth):
       for a, b in zip(jax.tree.leaves(mine(x, kernel)),
                       jax.tree.leaves(ref(x, kernel))):
@@ -110,6 +111,6 @@ def test_scanned_backward_avoids_the_slow_weight_gradient_form(order, groups):
     return _loop_body_conv_labels(step.lower(kernels, x).compile().as_text())
 
   slow = 'f01b_i01o->01bf'
-  assert slow in body_labels(lambda y, k: _reference(y, k, 1, 1, 1, groups))
+  assert slow in body_labels(lambda y, k: lax_conv2d(y, k, 1, 1, 1, groups))
   ours = body_labels(lambda y, k: conv.conv2d(y, k, padding=1, groups=groups))
   assert ours and slow not in ours, ours

@@ -14,25 +14,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax import lax
-
 from skillearn_jax.nas import ops
 from skillearn_jax.nas.search_network import (SearchNetwork, cell_edges, init_alphas, num_edges,
                                               unstack_cell_edges)
+from tests.nas.test_conv import lax_conv2d
 
 TINY = dict(channels=4, layers=3, nodes=2, multiplier=2)  # cells: normal, reduce, reduce
 
 
-def _lax_conv2d(x, kernel, stride=1, padding=0, dilation=1, groups=1):
-    return lax.conv_general_dilated(x, kernel, (stride, stride), ((padding, padding),) * 2,
-                                    rhs_dilation=(dilation, dilation),
-                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-                                    feature_group_count=groups)
-
-
 def lax_convolutions():
     """Within this context, ops' modules convolve with lax instead of conv.conv2d."""
-    return mock.patch.object(ops, 'conv2d', _lax_conv2d)
+    return mock.patch.object(ops, 'conv2d', lax_conv2d)
 
 
 class PlainMixedOp(nn.Module):
