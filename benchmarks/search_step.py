@@ -5,8 +5,10 @@
 
 Prints one JSON line per measured configuration with keys impl (jax|torch),
 order (1|2), method, batch, layers, channels, compile_s, median_s, min_s,
-max_s, peak_rss_mb, params_m. JAX runs first order, second order exact and
-second order finite difference; the PyTorch reference
+max_s, peak_rss_mb, params_m, and for JAX xla_temp_mb (XLA's temporary
+buffers for one step, from `memory_analysis()`: the step's own footprint,
+where peak_rss_mb also holds the compiler and the tracer). JAX runs first
+order, second order exact and second order finite difference; the PyTorch reference
 (../shared/bench/torch_darts_ref.py, needs `pip install torch==2.13.0`) runs
 orders 1 and 2 with the same settings in the same invocation. Each
 configuration runs in its own process so peak RSS is its own. Batches are
@@ -71,6 +73,7 @@ def run_jax(args, method: str, order: int) -> dict:
   t0 = time.perf_counter()
   compiled = step.lower(state, batches[0], key).compile()
   compile_s = time.perf_counter() - t0
+  xla_temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2**20
   times = []
   for it in range(args.warmup + args.iters):
     t0 = time.perf_counter()
@@ -85,6 +88,7 @@ def run_jax(args, method: str, order: int) -> dict:
           'min_s': round(min(times), 4), 'max_s': round(max(times), 4),
           'peak_rss_mb': round(resource.getrusage(
               resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+          'xla_temp_mb': round(xla_temp_mb, 1),
           'params_m': round(params_m, 6)}
 
 
