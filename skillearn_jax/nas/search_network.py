@@ -13,6 +13,7 @@ minutes.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -64,8 +65,8 @@ def validate_primitives(primitives: Sequence[str]) -> None:
 # because a first derivative consumes one remat and leaves the forward pass plain: a second
 # derivative (exact hypergradients) then saved ~19 intermediates per edge (batch 16 / 5 cells:
 # 2,052 MB of residuals, 463 MB nested; batch 64 / 8 cells exact peak 15.0 -> 7.2 GB).
-_RematMixedOp = nn.remat(nn.remat(MixedOp, prevent_cse=False, static_argnums=(3,)),
-                         prevent_cse=False, static_argnums=(3,))
+_remat_mixed_op = functools.partial(nn.remat, prevent_cse=False, static_argnums=(3,))
+_RematMixedOp = _remat_mixed_op(_remat_mixed_op(MixedOp))
 
 
 class _EdgeStep(nn.Module):
