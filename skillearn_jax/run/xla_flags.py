@@ -8,11 +8,12 @@ first JAX computation (the CLI, the benchmarks and the tests do).
 Measured on the DARTS supernet (batch 16, 5 cells, C = 16, this 2-core CPU):
 - YNNPACK fusions off: a forward + backward pass takes 5.9 s instead of 7.1 s
   and compiles in 40 s instead of 45 s;
-- XLA:CPU's fast-compile preset (LLVM O1, capped simplifier iterations, call
-  graph flattened after fusion, portable rsqrt): a finite-difference search
-  step takes 7.5-8.1 s instead of 10.5-11.9 s and compiles in 57-63 s instead
-  of 73-77 s (three alternating runs each). Results agree with the default
-  preset to float rounding (max relative gradient difference 1e-5).
+- XLA:CPU's fast-compile preset (per XLA's source: LLVM O1, capped simplifier
+  iterations, call graph flattened after fusion; README speed item 13): a
+  finite-difference search step takes 7.5-8.1 s instead of 10.5-11.9 s and
+  compiles in 57-63 s instead of 73-77 s (three alternating runs each).
+  Results agree with the default preset to float rounding (max relative
+  gradient difference 1e-5).
 """
 
 from __future__ import annotations
