@@ -97,6 +97,9 @@ def _program_and_state(args, skill: str, rng):
 
 def run_one(args, skill: str, method: str) -> dict:
   """Measures one (skill, method) configuration in this process."""
+  from skillearn_jax.run import host_memory  # pylint: disable=import-outside-toplevel
+  from skillearn_jax.run import xla_flags  # pylint: disable=import-outside-toplevel
+  xla_flags.apply_defaults()  # as the CLI runs
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from skillearn_jax import core  # pylint: disable=import-outside-toplevel
@@ -107,11 +110,13 @@ def run_one(args, skill: str, method: str) -> dict:
   weight_sets = [n for n in state.params if n != darts.ALPHAS]
   params_m = sum(x.size for n in weight_sets
                  for x in jax.tree_util.tree_leaves(state.params[n])) / 1e6
+  host_memory.release()  # as the runner does after building the model
   step = core.make_step(program, method=method, donate=True)
   key = jax.random.PRNGKey(0)
   t0 = time.perf_counter()
   compiled = step.lower(state, batches[0], key).compile()
   compile_s = time.perf_counter() - t0
+  host_memory.release()  # as the runner does after its first step
   times = []
   for it in range(args.warmup + args.iters):
     t0 = time.perf_counter()

@@ -43,6 +43,7 @@ def _jax_config(args):
 
 def run_jax(args, method: str, order: int) -> dict:
   """Measures one JAX configuration in this process."""
+  from skillearn_jax.run import host_memory  # pylint: disable=import-outside-toplevel
   from skillearn_jax.run import xla_flags  # pylint: disable=import-outside-toplevel
   xla_flags.apply_defaults()  # as the CLI runs
   import jax  # pylint: disable=import-outside-toplevel
@@ -62,6 +63,7 @@ def run_jax(args, method: str, order: int) -> dict:
                                     darts.ALPHAS: alphas},
                           {'batch_stats': stats})
   params_m = sum(x.size for x in jax.tree_util.tree_leaves(weights)) / 1e6
+  host_memory.release()  # as the runner does after building the model
   rng = np.random.default_rng(0)
   pool = [{'image': rng.normal(size=(args.batch, 32, 32, 3)).astype(np.float32),
            'label': rng.integers(0, 10, args.batch).astype(np.int32)}
@@ -73,6 +75,7 @@ def run_jax(args, method: str, order: int) -> dict:
   t0 = time.perf_counter()
   compiled = step.lower(state, batches[0], key).compile()
   compile_s = time.perf_counter() - t0
+  host_memory.release()  # as the runner does after its first step
   xla_temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2**20
   times = []
   for it in range(args.warmup + args.iters):

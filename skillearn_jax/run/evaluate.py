@@ -39,6 +39,7 @@ from skillearn_jax.nas import ops
 from skillearn_jax.run import checkpoints
 from skillearn_jax.run import compilation_cache
 from skillearn_jax.run import config_check
+from skillearn_jax.run import host_memory
 from skillearn_jax.run import plots
 from skillearn_jax.run import progress as progress_lib
 from skillearn_jax.run import search
@@ -217,6 +218,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                           weight_decay=config.optim.weight_decay, clip=config.optim.clip)
   key = jax.random.key(config.seed, impl=config.rng_impl)
   state = _init_state(net, tx, jax.random.fold_in(key, 0), image_shape)
+  host_memory.release()  # the init's compiler memory
 
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                   keep=config.keep_checkpoints)
@@ -262,6 +264,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       metrics = writers.scalar_metrics(metrics)
       search.check_finite(step, metrics)
       state = new_state
+      if step == start_step:
+        host_memory.release()  # the step's compiler memory
       done = step + 1
       epoch, position = divmod(step, steps_per_epoch)
       metrics.update({'epoch': done / steps_per_epoch, 'lr': float(schedule(step)),

@@ -24,6 +24,7 @@ from skillearn_jax import skills
 from skillearn_jax.run import checkpoints
 from skillearn_jax.run import compilation_cache
 from skillearn_jax.run import config_check
+from skillearn_jax.run import host_memory
 from skillearn_jax.run import plots
 from skillearn_jax.run import progress as progress_lib
 from skillearn_jax.run import sharding
@@ -78,6 +79,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   key = jax.random.PRNGKey(config.seed)
   params, model_state = setup.init(jax.random.fold_in(key, 0))
   state = core.init_state(program, params, model_state)
+  host_memory.release()  # the init's compiler memory
 
   steps_per_epoch = setup.steps_per_epoch
   total_steps = _total_steps(config, steps_per_epoch)
@@ -120,6 +122,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       check_finite(step, metrics)
       state = new_state
       seconds = time.perf_counter() - t0
+      if step == start_step:
+        host_memory.release()  # the step's compiler memory
       done = step + 1
       epoch_end = done % steps_per_epoch == 0
       metrics['epoch'] = done / steps_per_epoch

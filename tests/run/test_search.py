@@ -58,6 +58,15 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
     assert os.path.exists(os.path.join(full, name)), name
 
 
+def test_compiler_memory_is_released_after_init_and_first_step(tmp_path,
+                                                               monkeypatch):
+  calls = []
+  monkeypatch.setattr(search.host_memory, 'release',
+                      lambda: calls.append('release') or True)
+  runner.run(_config(max_steps=3), str(tmp_path / 'run'))
+  assert calls == ['release', 'release']
+
+
 def test_same_seed_repeats_and_other_seed_differs(tmp_path):
   a, b, c = (str(tmp_path / n) for n in 'abc')
   runner.run(_config(), a)
