@@ -2,7 +2,7 @@
 
 This module owns `release`. XLA compiles on worker threads, and glibc keeps
 what the compiler frees mapped in the process: after compiling a DARTS-2nd
-step at batch 16 / 5 cells the process holds 2.3 GB, 1.1 GB of it once
+step at batch 16 / 5 cells the process holds 2.3 GB, and 1.1 GB once
 `release` has run. The runners call it after building the model (whose init
 is a compile too) and after the first step, so a run's resident memory is
 its model's rather than its compiler's; the search benchmark's batch-16
