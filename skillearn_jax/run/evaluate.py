@@ -264,14 +264,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
       metrics = writers.scalar_metrics(metrics)
       search.check_finite(step, metrics)
       state = new_state
-      if step == start_step:
-        host_memory.release()  # the step's compiler memory
       done = step + 1
       epoch, position = divmod(step, steps_per_epoch)
       metrics.update({'epoch': done / steps_per_epoch, 'lr': float(schedule(step)),
                       'drop_path_prob': float(drop_path_at(step)),
                       'step_seconds': time.perf_counter() - t0})
       metrics['examples_per_second'] = d.batch_size / metrics['step_seconds']
+      if step == start_step:   # after the timing, as in the search loop
+        host_memory.release()  # the step's compiler memory
       for name in EPOCH_MEANS:
         epoch_sums[name] += metrics[name]
       epoch_end = position + 1 == steps_per_epoch
