@@ -105,18 +105,18 @@ def run_one(args, skill: str, method: str) -> dict:
   from skillearn_jax import core  # pylint: disable=import-outside-toplevel
   from skillearn_jax.skills import darts  # pylint: disable=import-outside-toplevel
 
-  program, state, batches = _program_and_state(args, skill,
-                                               np.random.default_rng(0))
+  with host_memory.Releaser():  # as the runner builds its model
+    program, state, batches = _program_and_state(args, skill,
+                                                 np.random.default_rng(0))
   weight_sets = [n for n in state.params if n != darts.ALPHAS]
   params_m = sum(x.size for n in weight_sets
                  for x in jax.tree_util.tree_leaves(state.params[n])) / 1e6
-  host_memory.release()  # as the runner does after building the model
   step = core.make_step(program, method=method, donate=True)
   key = jax.random.PRNGKey(0)
   t0 = time.perf_counter()
-  compiled = step.lower(state, batches[0], key).compile()
-  compile_s = time.perf_counter() - t0
-  host_memory.release()  # as the runner does after its first step
+  with host_memory.Releaser():  # as the runner runs its first step
+    compiled = step.lower(state, batches[0], key).compile()
+    compile_s = time.perf_counter() - t0
   times = []
   for it in range(args.warmup + args.iters):
     t0 = time.perf_counter()

@@ -217,8 +217,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   tx = recipes.sgd_recipe(schedule, momentum=config.optim.momentum,
                           weight_decay=config.optim.weight_decay, clip=config.optim.clip)
   key = jax.random.key(config.seed, impl=config.rng_impl)
-  state = _init_state(net, tx, jax.random.fold_in(key, 0), image_shape)
-  host_memory.release()  # the init's compiler memory
+  with host_memory.Releaser():  # the init's compiler memory
+    state = _init_state(net, tx, jax.random.fold_in(key, 0), image_shape)
 
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                   keep=config.keep_checkpoints)
@@ -253,6 +253,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   def save(step):
     ckpt.save(step, state, {'epoch_sums': epoch_sums})
 
+  first_step_release = host_memory.Releaser()  # the step's compiler memory
   try:
     batch = train_stream.batch_at(start_step) if start_step < total_steps else None
     for step in range(start_step, total_steps):
@@ -271,7 +272,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                       'step_seconds': time.perf_counter() - t0})
       metrics['examples_per_second'] = d.batch_size / metrics['step_seconds']
       if step == start_step:   # after the timing, as in the search loop
-        host_memory.release()  # the step's compiler memory
+        first_step_release.stop()
       for name in EPOCH_MEANS:
         epoch_sums[name] += metrics[name]
       epoch_end = position + 1 == steps_per_epoch
@@ -292,6 +293,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if ckpt.latest_step() != end_step:
       save(end_step)
   finally:
+    first_step_release.stop()
     writer.close()
     ckpt.close()
 

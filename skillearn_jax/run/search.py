@@ -77,9 +77,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   setup = skills.build(config)
   program = setup.program
   key = jax.random.PRNGKey(config.seed)
-  params, model_state = setup.init(jax.random.fold_in(key, 0))
-  state = core.init_state(program, params, model_state)
-  host_memory.release()  # the init's compiler memory
+  with host_memory.Releaser():  # the init's compiler memory
+    params, model_state = setup.init(jax.random.fold_in(key, 0))
+    state = core.init_state(program, params, model_state)
 
   steps_per_epoch = setup.steps_per_epoch
   total_steps = _total_steps(config, steps_per_epoch)
@@ -110,6 +110,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   def save(step):
     ckpt.save(step, state, {'history': history})
 
+  first_step_release = host_memory.Releaser()  # the step's compiler memory
   try:
     batches = setup.batches_at(start_step) if start_step < total_steps else None
     for step in range(start_step, total_steps):
@@ -123,7 +124,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       state = new_state
       seconds = time.perf_counter() - t0
       if step == start_step:
-        host_memory.release()  # the step's compiler memory
+        first_step_release.stop()
       done = step + 1
       epoch_end = done % steps_per_epoch == 0
       metrics['epoch'] = done / steps_per_epoch
@@ -152,6 +153,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if ckpt.latest_step() != end_step:
       save(end_step)
   finally:
+    first_step_release.stop()
     writer.close()
     ckpt.close()
 

@@ -1,5 +1,9 @@
 """Tests for skillearn_jax.run.host_memory: `release` really returns freed
-heap pages to the OS on glibc, and does nothing elsewhere."""
+heap pages to the OS on glibc, and does nothing elsewhere; `Releaser`
+releases on its own thread until stopped, and once more when stopped."""
+
+import threading
+import time
 
 import pytest
 
@@ -11,21 +15,95 @@ def _resident_mb() -> float:
     return int(f.read().split()[1]) * 4096 / 2**20
 
 
-@pytest.mark.skipif(host_memory._glibc() is None, reason='needs glibc')
-def test_release_returns_freed_heap_pages():
-  # 1 KiB blocks come from malloc's heap (not mmap, not pymalloc); the block
-  # allocated last pins the heap's top, so glibc cannot trim it by itself.
+def _freed_but_held_heap():
+  """Frees ~210 MB of 1 KiB blocks that glibc keeps; returns (allocated MB,
+  held MB, pin). 1 KiB blocks come from malloc's heap (not mmap, not
+  pymalloc); the block allocated last (the pin) holds the heap's top, so
+  glibc cannot trim it by itself."""
   blocks = [bytes(1024) + bytes([i % 256]) for i in range(200_000)]
   pin = bytes(1024) + b'pin'
   allocated = _resident_mb()
   del blocks
-  held = _resident_mb()
+  return allocated, _resident_mb(), pin
+
+
+@pytest.mark.skipif(host_memory._glibc() is None, reason='needs glibc')
+def test_release_returns_freed_heap_pages():
+  allocated, held, pin = _freed_but_held_heap()
   assert host_memory.release() is True
   after = _resident_mb()
   del pin
-  # ~210 MB of blocks were freed; glibc keeps them until asked.
   assert held > allocated - 50, (allocated, held)
   assert held - after > 150, (allocated, held, after)
+
+
+@pytest.mark.skipif(host_memory._glibc() is None, reason='needs glibc')
+def test_releaser_returns_freed_heap_pages_while_the_body_runs():
+  with host_memory.Releaser(interval_s=0.05):
+    allocated, held, pin = _freed_but_held_heap()
+    deadline = time.monotonic() + 5
+    while held - _resident_mb() < 150 and time.monotonic() < deadline:
+      time.sleep(0.05)   # the body never calls release itself
+    after = _resident_mb()
+  del pin
+  assert held > allocated - 50, (allocated, held)
+  assert held - after > 150, (allocated, held, after)
+
+
+def _count_releases(monkeypatch) -> list:
+  calls = []
+  monkeypatch.setattr(host_memory, '_glibc', lambda: object())
+  monkeypatch.setattr(host_memory, 'release', lambda: calls.append(1) or True)
+  return calls
+
+
+def _releaser_threads() -> list:
+  return [t for t in threading.enumerate()
+          if t.name == 'skillearn-heap-release']
+
+
+def test_releaser_releases_periodically_then_once_when_stopped(monkeypatch):
+  calls = _count_releases(monkeypatch)
+  releaser = host_memory.Releaser(interval_s=0.02)
+  deadline = time.monotonic() + 5
+  while len(calls) < 3 and time.monotonic() < deadline:
+    time.sleep(0.01)
+  assert len(calls) >= 3
+  releaser.stop()
+  after_stop = len(calls)
+  assert not _releaser_threads()
+  time.sleep(0.1)
+  releaser.stop()                 # a second stop does nothing
+  assert len(calls) == after_stop
+
+
+def test_releaser_as_context_manager_releases_once_on_exit(monkeypatch):
+  calls = _count_releases(monkeypatch)
+  with host_memory.Releaser(interval_s=60) as releaser:
+    assert len(_releaser_threads()) == 1
+    assert not calls              # the first periodic release is 60 s away
+  assert calls == [1] and not _releaser_threads()
+  releaser.stop()
+  assert calls == [1]
+
+
+def test_releaser_stops_when_the_body_raises(monkeypatch):
+  calls = _count_releases(monkeypatch)
+  with pytest.raises(RuntimeError, match='compile failed'):
+    with host_memory.Releaser(interval_s=60):
+      raise RuntimeError('compile failed')
+  assert calls == [1] and not _releaser_threads()
+
+
+def test_releaser_starts_no_thread_without_glibc(monkeypatch):
+  monkeypatch.setattr(host_memory, '_glibc', lambda: None)
+  with host_memory.Releaser(interval_s=0.01):
+    assert not _releaser_threads()
+
+
+def test_releaser_rejects_a_non_positive_interval():
+  with pytest.raises(ValueError, match='interval_s.*must be > 0'):
+    host_memory.Releaser(interval_s=0)
 
 
 def test_release_is_a_no_op_without_glibc(monkeypatch):

@@ -58,13 +58,11 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
     assert os.path.exists(os.path.join(full, name)), name
 
 
-def test_compiler_memory_is_released_after_init_and_first_step(tmp_path,
-                                                               monkeypatch):
-  calls = []
-  monkeypatch.setattr(search.host_memory, 'release',
-                      lambda: calls.append('release') or True)
+def test_compiler_memory_is_released_while_init_and_first_step_compile(
+    tmp_path, releaser_events):
   runner.run(_config(max_steps=3), str(tmp_path / 'run'))
-  assert calls == ['release', 'release']
+  # init: start, stop; first step: start, stop after step 1, stop at the end
+  assert releaser_events == ['start', 'stop', 'start', 'stop', 'stop']
 
 
 def test_same_seed_repeats_and_other_seed_differs(tmp_path):
