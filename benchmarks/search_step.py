@@ -55,16 +55,15 @@ def run_jax(args, method: str, order: int) -> dict:
   if args.cache_dir:
     compilation_cache.enable(args.cache_dir)
   config = _jax_config(args)
-  init_release = host_memory.Releaser()  # as the runner builds its model
   net = darts.make_supernet(config.net, 10)
   program, _ = darts.darts_program(net, config, steps_per_epoch=390)
-  weights, alphas, stats = darts.init_supernet(
-      net, jax.random.PRNGKey(args.seed), (32, 32, 3), config.net.nodes)
-  state = core.init_state(program, {darts.WEIGHTS: weights,
-                                    darts.ALPHAS: alphas},
-                          {'batch_stats': stats})
+  with host_memory.Releaser():  # as the runner builds its model
+    weights, alphas, stats = darts.init_supernet(
+        net, jax.random.PRNGKey(args.seed), (32, 32, 3), config.net.nodes)
+    state = core.init_state(program, {darts.WEIGHTS: weights,
+                                      darts.ALPHAS: alphas},
+                            {'batch_stats': stats})
   params_m = sum(x.size for x in jax.tree_util.tree_leaves(weights)) / 1e6
-  init_release.stop()
   rng = np.random.default_rng(0)
   pool = [{'image': rng.normal(size=(args.batch, 32, 32, 3)).astype(np.float32),
            'label': rng.integers(0, 10, args.batch).astype(np.int32)}

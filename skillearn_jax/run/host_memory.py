@@ -13,6 +13,7 @@ inside the same call, and the serialization's own allocations (~0.5 GB for
 that step) then land on a heap already trimmed: that run's peak at batch
 16 fell from 2.85-2.97 GB to 2.35-2.37 GB (README speed item 15). Both do
 nothing where the C library is not glibc.
+
 Capping glibc's arenas instead (`MALLOC_ARENA_MAX`) lowered the peaks too
 but made the finite-difference step 1.1-1.8x slower (2 or 1 arenas), so it
 is not done.
