@@ -11,7 +11,8 @@ The loop mirrors `run.search`: batches, drop-path keys, learning rate and drop-p
 probability are pure functions of the step, so a resumed run repeats an uninterrupted one;
 it leaves config.json, genotype.json, metrics.jsonl (per step: train loss / accuracy, lr,
 drop_path_prob; per epoch: epoch means and test metrics), checkpoints, summary.json (final
-test accuracy, parameter count) and plots (learning curves, the evaluated cells).
+test accuracy, parameter count, compile times) and plots (learning curves, the evaluated
+cells).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from skillearn_jax.nas import genotypes
 from skillearn_jax.nas import ops
 from skillearn_jax.run import checkpoints
 from skillearn_jax.run import compilation_cache
+from skillearn_jax.run import compile_watch
 from skillearn_jax.run import config_check
-from skillearn_jax.run import host_memory
 from skillearn_jax.run import plots
 from skillearn_jax.run import progress as progress_lib
 from skillearn_jax.run import search
@@ -217,7 +218,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   tx = recipes.sgd_recipe(schedule, momentum=config.optim.momentum,
                           weight_decay=config.optim.weight_decay, clip=config.optim.clip)
   key = jax.random.key(config.seed, impl=config.rng_impl)
-  with host_memory.Releaser():  # the init's compiler memory
+  compiles = compile_watch.RunnerCompiles(bool(config.compilation_cache_dir))
+  with compiles.model_init():
     state = _init_state(net, tx, jax.random.fold_in(key, 0), image_shape)
 
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
@@ -253,7 +255,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   def save(step):
     ckpt.save(step, state, {'epoch_sums': epoch_sums})
 
-  first_step_release = host_memory.Releaser()  # the step's compiler memory
+  compiles.first_step(steps_to_run=start_step < total_steps)
   try:
     batch = train_stream.batch_at(start_step) if start_step < total_steps else None
     for step in range(start_step, total_steps):
@@ -272,7 +274,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                       'step_seconds': time.perf_counter() - t0})
       metrics['examples_per_second'] = d.batch_size / metrics['step_seconds']
       if step == start_step:   # after the timing, as in the search loop
-        first_step_release.stop()
+        compiles.first_step_done()
       for name in EPOCH_MEANS:
         epoch_sums[name] += metrics[name]
       epoch_end = position + 1 == steps_per_epoch
@@ -293,7 +295,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if ckpt.latest_step() != end_step:
       save(end_step)
   finally:
-    first_step_release.stop()
+    compiles.close()
     writer.close()
     ckpt.close()
 
@@ -319,6 +321,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       # ... and the network actually trained here (its input channels).
       'trained_params': ops.count_params(main_params),
       'final_metrics': last_metrics,
+      # This process's model init and first step; a resumed run reports its own.
+      'compile': compiles.as_dict(),
   }
   if primary:
     writers.write_json_atomic(os.path.join(workdir, 'summary.json'), summary)

@@ -5,8 +5,10 @@ checkpoint when there is one, runs the engine's jitted step over the skill's
 batches (data parallel over local devices), stops loudly on a non-finite
 loss or hypergradient, and leaves behind config.json, metrics.jsonl,
 TensorBoard events, checkpoints, the skill's artifacts (genotype, plots),
-learning curves and summary.json. Batches and keys are pure functions of the
-step, so a resumed run repeats an uninterrupted one exactly.
+learning curves and summary.json. It prints what the model init and the first
+step spent tracing, lowering and compiling (`compile_watch`). Batches and keys
+are pure functions of the step, so a resumed run repeats an uninterrupted one
+exactly.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from skillearn_jax import core
 from skillearn_jax import skills
 from skillearn_jax.run import checkpoints
 from skillearn_jax.run import compilation_cache
+from skillearn_jax.run import compile_watch
 from skillearn_jax.run import config_check
-from skillearn_jax.run import host_memory
 from skillearn_jax.run import plots
 from skillearn_jax.run import progress as progress_lib
 from skillearn_jax.run import sharding
@@ -77,7 +79,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   setup = skills.build(config)
   program = setup.program
   key = jax.random.PRNGKey(config.seed)
-  with host_memory.Releaser():  # the init's compiler memory
+  compiles = compile_watch.RunnerCompiles(bool(config.compilation_cache_dir))
+  with compiles.model_init():
     params, model_state = setup.init(jax.random.fold_in(key, 0))
     state = core.init_state(program, params, model_state)
 
@@ -110,7 +113,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   def save(step):
     ckpt.save(step, state, {'history': history})
 
-  first_step_release = host_memory.Releaser()  # the step's compiler memory
+  compiles.first_step(steps_to_run=start_step < total_steps)
   try:
     batches = setup.batches_at(start_step) if start_step < total_steps else None
     for step in range(start_step, total_steps):
@@ -124,7 +127,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       state = new_state
       seconds = time.perf_counter() - t0
       if step == start_step:
-        first_step_release.stop()
+        compiles.first_step_done()
       done = step + 1
       epoch_end = done % steps_per_epoch == 0
       metrics['epoch'] = done / steps_per_epoch
@@ -153,7 +156,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if ckpt.latest_step() != end_step:
       save(end_step)
   finally:
-    first_step_release.stop()
+    compiles.close()
     writer.close()
     ckpt.close()
 
@@ -165,6 +168,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'epochs': int(jax.device_get(state.step)) / steps_per_epoch,
       'final_metrics': last_metrics,
       'describe': setup.describe(state) if setup.describe else None,
+      # This process's model init and first step; a resumed run reports its own.
+      'compile': compiles.as_dict(),
   }
   if primary:
     if setup.write_artifacts and not history:

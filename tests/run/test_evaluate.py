@@ -60,6 +60,7 @@ def _summary(workdir):
     summary = json.load(f)
   summary['final_metrics'].pop('step_seconds')
   summary['final_metrics'].pop('examples_per_second', None)
+  summary.pop('compile')   # this process's compile times
   return summary
 
 
@@ -89,6 +90,11 @@ def test_run_leaves_outputs_of_the_evaluated_genotype(full_run):
   assert 0.0 <= summary['test_accuracy'] <= 1.0 and summary['test_top5_accuracy'] is not None
   assert summary['steps'] == 8 and summary['epochs'] == 2.0
   assert summary['params_m'] > 0 and summary['trained_params'] > 0
+  with open(os.path.join(full_run, 'summary.json')) as f:
+    compiled = json.load(f)['compile']
+  assert set(compiled) == {'model_init', 'first_step'}
+  assert compiled['first_step']['trace_s'] > 0
+  assert compiled['first_step']['wall_s'] >= compiled['first_step']['xla_s']
 
 
 def test_stopped_and_resumed_run_equals_uninterrupted(full_run, tiny, tmp_path,

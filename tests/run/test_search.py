@@ -41,6 +41,7 @@ def _summary(workdir):
     s = json.load(f)
   s['final_metrics'].pop('step_seconds')
   s['final_metrics'].pop('examples_per_second', None)
+  s.pop('compile')   # this process's compile times
   return s
 
 
@@ -63,6 +64,28 @@ def test_compiler_memory_is_released_while_init_and_first_step_compile(
   runner.run(_config(max_steps=3), str(tmp_path / 'run'))
   # init: start, stop; first step: start, stop after step 1, stop at the end
   assert releaser_events == ['start', 'stop', 'start', 'stop', 'stop']
+
+
+def test_prints_and_records_what_init_and_first_step_compiled(tmp_path,
+                                                           capsys):
+  workdir = str(tmp_path / 'run')
+  runner.run(_config(max_steps=3), workdir)
+  lines = capsys.readouterr().out.splitlines()
+  init = [l for l in lines if l.startswith('model init: ')]
+  first = [l for l in lines if l.startswith('first step: ')]
+  assert len(init) == 1 and len(first) == 1, lines
+  assert 'XLA' in first[0] and 'compilation cache:' in first[0]
+  assert any(l.startswith('Compiling the training step') for l in lines)
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    compiled = json.load(f)['compile']
+  assert compiled['first_step']['trace_s'] > 0   # a new step function traces
+  assert compiled['first_step']['wall_s'] >= compiled['first_step']['trace_s']
+  # Nothing left to run: the model is built, no step compiles.
+  runner.run(_config(max_steps=3), workdir)
+  lines = capsys.readouterr().out.splitlines()
+  assert not any(l.startswith(('first step: ', 'Compiling')) for l in lines)
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    assert set(json.load(f)['compile']) == {'model_init'}
 
 
 def test_same_seed_repeats_and_other_seed_differs(tmp_path):

@@ -10,7 +10,9 @@ import pytest
 
 from configs import il_darts
 from skillearn_jax import core
+from skillearn_jax.nas import search_network
 from skillearn_jax.run import config_check
+from skillearn_jax.skills import darts
 from skillearn_jax.skills import il
 
 LABELS = ('a', 'b')
@@ -225,3 +227,29 @@ def test_one_real_step_on_a_tiny_supernet():
   assert set(accuracies) == {'round1/digits_a_accuracy',
                              'round1/digits_b_accuracy'}
   assert all(0.0 <= v <= 1.0 for v in accuracies.values())
+
+
+def test_a_step_traces_each_distinct_network_once(monkeypatch):
+  # Four stages and two validation losses over two networks (10 and 5 ways):
+  # the learners' losses share one jitted apply per network, so Flax's
+  # Python runs twice, not six times.
+  c = il_darts.get_config('quick')
+  c.net.layers, c.net.channels = 1, 4
+  # A batch size no other test uses: JAX's trace cache outlives the jits.
+  c.data.batch_size, c.data.eval_examples = 3, 6
+  setup = il.build(c)
+  params, model_state = setup.init(jax.random.PRNGKey(0))
+  state = core.init_state(setup.program, params, model_state)
+  traced_nets = []
+  call = search_network.SearchNetwork.__call__
+
+  def counting_call(net, *args, **kwargs):
+    traced_nets.append(net.num_classes)
+    return call(net, *args, **kwargs)
+
+  monkeypatch.setattr(search_network.SearchNetwork, '__call__', counting_call)
+  darts._train_apply.cache_clear()   # no trace left by an earlier test
+  core.make_step(setup.program, method='first_order').trace(
+      state, setup.batches_at(0), jax.random.PRNGKey(1))
+  assert len(setup.program.stages) == 4
+  assert sorted(traced_nets) == [5, 10]
