@@ -57,7 +57,14 @@ def merged_params(params, names: str | Sequence[str]):
   return merged
 
 
-@functools.lru_cache(maxsize=64)
+def _jit_train_apply(net):
+  return jax.jit(functools.partial(net.apply, train=True,
+                                   mutable=['batch_stats']))
+
+
+_shared_train_apply = functools.lru_cache(maxsize=64)(_jit_train_apply)
+
+
 def _train_apply(net):
   """`net.apply` in training mode under one jit per network configuration.
 
@@ -66,10 +73,14 @@ def _train_apply(net):
   Flax's Python for each (lowering a DARTS-2nd step got ~2x faster). It is
   shared by every loss of an equal network (Flax modules compare by their
   fields): the learners' stages of interleaving learning, say, which each
-  name other parameter sets.
+  name other parameter sets. A module with an unhashable field (a list of
+  primitives, say) gets its own jit.
   """
-  return jax.jit(functools.partial(net.apply, train=True,
-                                   mutable=['batch_stats']))
+  try:
+    hash(net)
+  except TypeError:
+    return _jit_train_apply(net)
+  return _shared_train_apply(net)
 
 
 def classification_loss(net, *, weights: str | Sequence[str], alphas: str,

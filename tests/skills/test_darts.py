@@ -8,6 +8,7 @@ import pytest
 
 from configs import darts as darts_config
 from skillearn_jax import core
+from skillearn_jax.nas import search_network
 from skillearn_jax.skills import darts
 
 
@@ -139,3 +140,23 @@ def test_weight_schedule_is_per_epoch_cosine(tiny):
   assert float(schedule(0)) == pytest.approx(0.025)
   assert float(schedule(9)) == pytest.approx(0.025)
   assert float(schedule(10)) == pytest.approx(0.001 + 0.024 * 0.5)
+
+
+def test_equal_networks_share_one_jitted_apply():
+  net = darts.make_supernet(darts_config.get_config('quick').net, 10)
+  twin = darts.make_supernet(darts_config.get_config('quick').net, 10)
+  other = darts.make_supernet(darts_config.get_config('quick').net, 5)
+  assert net is not twin and darts._train_apply(net) is darts._train_apply(twin)
+  assert darts._train_apply(other) is not darts._train_apply(net)
+  # A module with an unhashable field still gets a working apply, unshared.
+  listed = search_network.SearchNetwork(channels=4, num_classes=10, layers=1,
+                                        nodes=1, multiplier=1,
+                                        primitives=['skip_connect', 'avg_pool_3x3'])
+  with pytest.raises(TypeError):
+    hash(listed)
+  alphas = search_network.init_alphas(jax.random.PRNGKey(1), nodes=1,
+                                      num_ops=2)
+  images = jnp.ones((2, 8, 8, 1))
+  variables = listed.init(jax.random.PRNGKey(0), images, alphas, train=False)
+  logits, _ = darts._train_apply(listed)(variables, images, alphas)
+  assert logits.shape == (2, 10)

@@ -248,7 +248,7 @@ def test_a_step_traces_each_distinct_network_once(monkeypatch):
     return call(net, *args, **kwargs)
 
   monkeypatch.setattr(search_network.SearchNetwork, '__call__', counting_call)
-  darts._train_apply.cache_clear()   # no trace left by an earlier test
+  darts._shared_train_apply.cache_clear()   # no trace left by an earlier test
   core.make_step(setup.program, method='first_order').trace(
       state, setup.batches_at(0), jax.random.PRNGKey(1))
   assert len(setup.program.stages) == 4
