@@ -7,7 +7,8 @@ IL holds M x K copies of the supernet weights (one encoder and head per
 round and learner) and runs M x K learning stages per step, where DARTS holds
 one copy and runs one stage. For each method this prints one JSON line per
 skill with keys skill (darts|il), method, batch, layers, channels, rounds,
-tasks, compile_s, median_s, min_s, max_s, peak_rss_mb, params_m (weights
+tasks, compile_s (and its parts trace_s, lower_s, xla_s), median_s, min_s,
+max_s, peak_rss_mb, params_m (weights
 held, millions). IL learns the tasks CIFAR-100 then CIFAR-10 (heads of 100
 and 10 ways) and DARTS CIFAR-10, all on synthetic CIFAR-shaped batches made
 up front. Each configuration runs in its own process so peak RSS is its own.
@@ -97,6 +98,7 @@ def _program_and_state(args, skill: str, rng):
 
 def run_one(args, skill: str, method: str) -> dict:
   """Measures one (skill, method) configuration in this process."""
+  from skillearn_jax.run import compile_watch  # pylint: disable=import-outside-toplevel
   from skillearn_jax.run import host_memory  # pylint: disable=import-outside-toplevel
   from skillearn_jax.run import xla_flags  # pylint: disable=import-outside-toplevel
   xla_flags.apply_defaults()  # as the CLI runs
@@ -114,9 +116,10 @@ def run_one(args, skill: str, method: str) -> dict:
   step = core.make_step(program, method=method, donate=True)
   key = jax.random.PRNGKey(0)
   t0 = time.perf_counter()
-  with host_memory.Releaser():  # as the runner runs its first step
+  with host_memory.Releaser(), compile_watch.CompileWatch() as watch:
     compiled = step.lower(state, batches[0], key).compile()
     compile_s = time.perf_counter() - t0
+  phases = watch.report()
   times = []
   for it in range(args.warmup + args.iters):
     t0 = time.perf_counter()
@@ -130,6 +133,9 @@ def run_one(args, skill: str, method: str) -> dict:
           'rounds': args.rounds if skill == 'il' else None,
           'tasks': len(IL_CLASSES) if skill == 'il' else 1,
           'compile_s': round(compile_s, 3),
+          'trace_s': round(phases.trace_s, 3),
+          'lower_s': round(phases.lower_s, 3),
+          'xla_s': round(phases.xla_s, 3),
           'median_s': round(statistics.median(times), 4),
           'min_s': round(min(times), 4), 'max_s': round(max(times), 4),
           'peak_rss_mb': round(resource.getrusage(

@@ -5,7 +5,8 @@
 
 Prints one JSON line per measured configuration with keys impl (jax|torch),
 order (1|2), method, batch, layers, channels, compile_s, median_s, min_s,
-max_s, peak_rss_mb, params_m, and for JAX xla_temp_mb (XLA's temporary
+max_s, peak_rss_mb, params_m, and for JAX trace_s, lower_s and xla_s (the
+parts of compile_s, from `run.compile_watch`) and xla_temp_mb (XLA's temporary
 buffers for one step, from `memory_analysis()`: the step's own footprint,
 where peak_rss_mb also holds the compiler and the tracer). JAX runs first
 order, second order exact and second order finite difference; the PyTorch reference
@@ -43,6 +44,7 @@ def _jax_config(args):
 
 def run_jax(args, method: str, order: int) -> dict:
   """Measures one JAX configuration in this process."""
+  from skillearn_jax.run import compile_watch  # pylint: disable=import-outside-toplevel
   from skillearn_jax.run import host_memory  # pylint: disable=import-outside-toplevel
   from skillearn_jax.run import xla_flags  # pylint: disable=import-outside-toplevel
   xla_flags.apply_defaults()  # as the CLI runs
@@ -73,9 +75,10 @@ def run_jax(args, method: str, order: int) -> dict:
   step = core.make_step(program, method=method, donate=True)
   key = jax.random.PRNGKey(0)
   t0 = time.perf_counter()
-  with host_memory.Releaser():  # as the runner runs its first step
+  with host_memory.Releaser(), compile_watch.CompileWatch() as watch:
     compiled = step.lower(state, batches[0], key).compile()
     compile_s = time.perf_counter() - t0
+  phases = watch.report()
   xla_temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2**20
   times = []
   for it in range(args.warmup + args.iters):
@@ -87,6 +90,9 @@ def run_jax(args, method: str, order: int) -> dict:
   return {'impl': 'jax', 'order': order, 'method': method,
           'batch': args.batch, 'layers': args.layers,
           'channels': args.channels, 'compile_s': round(compile_s, 3),
+          'trace_s': round(phases.trace_s, 3),
+          'lower_s': round(phases.lower_s, 3),
+          'xla_s': round(phases.xla_s, 3),
           'median_s': round(statistics.median(times), 4),
           'min_s': round(min(times), 4), 'max_s': round(max(times), 4),
           'peak_rss_mb': round(resource.getrusage(
