@@ -31,6 +31,7 @@ PHASE_EVENTS = {
     'lower': '/jax/core/compile/jaxpr_to_mlir_module_duration',
     'xla': '/jax/core/compile/backend_compile_duration',
 }
+_PHASE_OF_EVENT = {event: phase for phase, event in PHASE_EVENTS.items()}
 CACHE_HIT_EVENT = '/jax/compilation_cache/cache_hits'
 # JAX records this one when it writes a compiled program to the cache.
 CACHE_STORE_EVENT = '/jax/compilation_cache/cache_misses'
@@ -52,15 +53,14 @@ class CompileReport(NamedTuple):
     phases = (f'trace {self.trace_s:.1f} s, lower {self.lower_s:.1f} s, '
               f'XLA {self.xla_s:.1f} s')
     cache = []
-    if self.cache_loaded:
+    if cache_on and self.cache_loaded:
       cache.append(f'{_programs(self.cache_loaded)} loaded '
                    f'({self.cache_saved_s:.0f} s of compiling saved)')
-    if self.cache_stored:
+    if cache_on and self.cache_stored:
       cache.append(f'{_programs(self.cache_stored)} stored for the next run')
-    if not cache_on:
-      cache = ['off']
+    cache_text = ', '.join(cache) if cache_on else 'off'
     return (f'{what}: {self.wall_s:.1f} s ({phases}; compilation cache: '
-            f'{", ".join(cache) or "nothing loaded or stored"})')
+            f'{cache_text or "nothing loaded or stored"})')
 
 
 def _programs(count: int) -> str:
@@ -88,7 +88,6 @@ class CompileWatch:
   def __init__(self):
     self._lock = threading.Lock()
     self._spans = {phase: [] for phase in PHASE_EVENTS}
-    self._phase_of = {event: phase for phase, event in PHASE_EVENTS.items()}
     self._loaded = self._stored = 0
     self._saved_s = 0.0
     self._started = None
@@ -97,7 +96,7 @@ class CompileWatch:
   # Listener signatures follow jax.monitoring's protocols.
   def _on_span(self, event, start_time, end_time, **kwargs):
     del kwargs
-    phase = self._phase_of.get(event)
+    phase = _PHASE_OF_EVENT.get(event)
     if phase is not None:
       with self._lock:
         self._spans[phase].append((start_time, end_time))

@@ -193,7 +193,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   image_shape = ((d.image_size, d.image_size, info.image_shape[2]) if info.variable_size
                  else tuple(info.image_shape))
   check_input_size(config, image_shape[0])
-  compilation_cache.enable(config.compilation_cache_dir)
+  cache_dir = compilation_cache.enable(config.compilation_cache_dir)
   os.makedirs(workdir, exist_ok=True)
   primary = jax.process_index() == 0   # one writer when several hosts run
   if primary:
@@ -218,7 +218,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   tx = recipes.sgd_recipe(schedule, momentum=config.optim.momentum,
                           weight_decay=config.optim.weight_decay, clip=config.optim.clip)
   key = jax.random.key(config.seed, impl=config.rng_impl)
-  compiles = compile_watch.RunnerCompiles(bool(config.compilation_cache_dir))
+  compiles = compile_watch.RunnerCompiles(cache_on=cache_dir is not None)
   with compiles.model_init():
     state = _init_state(net, tx, jax.random.fold_in(key, 0), image_shape)
 

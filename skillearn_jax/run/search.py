@@ -70,7 +70,7 @@ def _host_metrics(metrics) -> dict:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs (or resumes) the program of `config` in `workdir`; returns summary."""
   config_check.check(config)
-  compilation_cache.enable(config.compilation_cache_dir)
+  cache_dir = compilation_cache.enable(config.compilation_cache_dir)
   os.makedirs(workdir, exist_ok=True)
   primary = jax.process_index() == 0   # one writer when several hosts run
   if primary:
@@ -79,7 +79,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   setup = skills.build(config)
   program = setup.program
   key = jax.random.PRNGKey(config.seed)
-  compiles = compile_watch.RunnerCompiles(bool(config.compilation_cache_dir))
+  compiles = compile_watch.RunnerCompiles(cache_on=cache_dir is not None)
   with compiles.model_init():
     params, model_state = setup.init(jax.random.fold_in(key, 0))
     state = core.init_state(program, params, model_state)
