@@ -24,6 +24,9 @@ def base_config(skill: str, mode: str = 'search') -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 100
   c.keep_checkpoints = 2
   c.compilation_cache_dir = '~/.cache/skillearn_jax/xla'   # '' turns it off
+  # True: resume a workdir's checkpoints under a config that differs from
+  # its config.json (seed, data, net, optimizer...); refused otherwise.
+  c.allow_config_change = False
   return c
 
 

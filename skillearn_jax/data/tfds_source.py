@@ -58,7 +58,7 @@ def _how_to_prepare(name: str, data_dir: Optional[str]) -> str:
         steps = (f"on a machine with internet (and TensorFlow, which tfds build needs) run "
                  f"`{build}`, then copy DIR to this machine")
     return (f"dataset {name!r} is not prepared in array_record format under data_dir={where!r}. "
-            f"To get it: {steps}; then pass --config.data_dir=DIR (or set TFDS_DATA_DIR=DIR). "
+            f"To get it: {steps}; then pass --config.data.data_dir=DIR (or set TFDS_DATA_DIR=DIR). "
             f"Offline alternatives: 'digits' (embedded scikit-learn digits; 'digits_a' / "
             f"'digits_b' for a two-task pair) or 'array_dir:PATH' (IDX or NumPy files).")
 

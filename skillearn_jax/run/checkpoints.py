@@ -84,18 +84,29 @@ class Checkpointer:
     `template` may hold arrays or `jax.ShapeDtypeStruct`s; restored arrays
     take its dtypes and shardings.
     """
+    restored = self._manager.restore(
+        self._existing(step), args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(template),
+            extra=ocp.args.JsonRestore()))
+    return restored.state, restored.extra
+
+  def restore_extra(self, step: int | None = None) -> dict:
+    """The JSON record of checkpoint `step` (default: the newest) alone,
+    e.g. a run's history, without building a template state."""
+    return self._manager.restore(
+        self._existing(step),
+        args=ocp.args.Composite(extra=ocp.args.JsonRestore())).extra
+
+  def _existing(self, step: int | None) -> int:
     available = self.all_steps()
     if step is None:
       if not available:
         raise FileNotFoundError(f'no checkpoint in {self.directory}')
-      step = available[-1]
-    elif step not in available:
+      return available[-1]
+    if step not in available:
       raise ValueError(f'checkpoint step: {step!r} is not in '
                        f'{self.directory}; available steps: {available}')
-    restored = self._manager.restore(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(template),
-        extra=ocp.args.JsonRestore()))
-    return restored.state, restored.extra
+    return int(step)
 
   def close(self) -> None:
     self._manager.close()

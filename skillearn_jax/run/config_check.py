@@ -20,23 +20,36 @@ class ConfigError(ValueError):
   """A config value outside its allowed set."""
 
 
-def one_of(config, field: str, allowed) -> None:
+def _value(config, field: str):
   value = config
   for part in field.split('.'):
     value = value[part]
+  return value
+
+
+def one_of(config, field: str, allowed) -> None:
+  value = _value(config, field)
   if value not in allowed:
     raise ConfigError(f'config.{field}: {value!r} is not allowed; allowed: '
                       f'{tuple(allowed)}')
 
 
-def positive(config, field: str, allow_zero: bool = False) -> None:
-  value = config
-  for part in field.split('.'):
-    value = value[part]
+def positive(config, field: str, allow_zero: bool = False,
+             meaning: str = '') -> None:
+  value = _value(config, field)
   if value < 0 or (value == 0 and not allow_zero):
     bound = '>= 0' if allow_zero else '> 0'
+    note = f' ({meaning})' if meaning else ''
     raise ConfigError(f'config.{field}: {value!r} is not allowed; must be '
-                      f'{bound}')
+                      f'{bound}{note}')
+
+
+def in_unit_interval(config, field: str) -> None:
+  """A momentum, an Adam beta or a probability: must lie in [0, 1)."""
+  value = _value(config, field)
+  if not 0.0 <= value < 1.0:
+    raise ConfigError(f'config.{field}: {value!r} is not allowed; must lie '
+                      'in [0, 1)')
 
 
 def check(config) -> None:
@@ -44,6 +57,7 @@ def check(config) -> None:
   one_of(config, 'mode', MODES)
   one_of(config, 'hypergradient', core.METHODS)
   one_of(config, 'order', core.ORDERS)
+  positive(config, 'seed', allow_zero=True)
   positive(config, 'fd_epsilon')
   positive(config, 'neumann_steps', allow_zero=True)
   positive(config, 'num_epochs')

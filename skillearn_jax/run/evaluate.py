@@ -43,6 +43,7 @@ from skillearn_jax.run import compile_watch
 from skillearn_jax.run import config_check
 from skillearn_jax.run import plots
 from skillearn_jax.run import progress as progress_lib
+from skillearn_jax.run import resume_check
 from skillearn_jax.run import search
 from skillearn_jax.run import sharding
 from skillearn_jax.run import writers
@@ -195,6 +196,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   check_input_size(config, image_shape[0])
   cache_dir = compilation_cache.enable(config.compilation_cache_dir)
   os.makedirs(workdir, exist_ok=True)
+  resume_check.check_same_run(config, workdir)
   primary = jax.process_index() == 0   # one writer when several hosts run
   if primary:
     writers.write_json_atomic(os.path.join(workdir, 'config.json'), config.to_dict())

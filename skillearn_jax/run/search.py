@@ -1,9 +1,10 @@
 """The training loop of any Skillearn program: `train_and_evaluate`.
 
 Owns one run in a workdir: it builds the skill's program, restores the last
-checkpoint when there is one, runs the engine's jitted step over the skill's
-batches (data parallel over local devices), stops loudly on a non-finite
-loss or hypergradient, and leaves behind config.json, metrics.jsonl,
+checkpoint when there is one (refusing one of another config:
+`resume_check`), runs the engine's jitted step over the skill's batches
+(data parallel over local devices), stops loudly on a non-finite loss or
+hypergradient, and leaves behind config.json, metrics.jsonl,
 TensorBoard events, checkpoints, the skill's artifacts (genotype, plots),
 learning curves and summary.json. It prints what the model init and the first
 step spent tracing, lowering and compiling (`compile_watch`). Batches and keys
@@ -29,6 +30,7 @@ from skillearn_jax.run import compile_watch
 from skillearn_jax.run import config_check
 from skillearn_jax.run import plots
 from skillearn_jax.run import progress as progress_lib
+from skillearn_jax.run import resume_check
 from skillearn_jax.run import sharding
 from skillearn_jax.run import writers
 
@@ -63,6 +65,18 @@ def _total_steps(config, steps_per_epoch: int) -> int:
   return min(total, config.max_steps) if config.max_steps > 0 else total
 
 
+def record_snapshot(history: list, epoch: int, step: int, describe) -> list:
+  """`history` with the snapshot of `epoch` taken at `step`.
+
+  A run stopped mid-epoch (`max_steps`) records where it stopped; resumed,
+  it replaces that snapshot at the epoch's end, so its history (the alpha
+  heatmaps' columns) equals an uninterrupted run's.
+  """
+  if history and history[-1]['epoch'] == epoch:
+    history = history[:-1]
+  return history + [{'epoch': epoch, 'step': step, 'describe': describe}]
+
+
 def _host_metrics(metrics) -> dict:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
@@ -72,6 +86,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   config_check.check(config)
   cache_dir = compilation_cache.enable(config.compilation_cache_dir)
   os.makedirs(workdir, exist_ok=True)
+  resume_check.check_same_run(config, workdir)
   primary = jax.process_index() == 0   # one writer when several hosts run
   if primary:
     writers.write_json_atomic(os.path.join(workdir, 'config.json'),
@@ -141,9 +156,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
           metrics.update({f'eval/{k}': v
                           for k, v in setup.evaluate(state).items()})
         if setup.describe:
-          history.append({'epoch': math.ceil(done / steps_per_epoch),
-                          'step': done,
-                          'describe': setup.describe(state)})
+          history = record_snapshot(history, math.ceil(done / steps_per_epoch),
+                                    done, setup.describe(state))
           if setup.write_artifacts and primary:
             setup.write_artifacts(state, workdir, history)
       last_metrics = metrics

@@ -205,6 +205,11 @@ def accuracy_on(net, variables_fn, alphas, batches, apply=None) -> float:
 
 # -- the skill -----------------------------------------------------------------
 def check_config(config) -> None:
+  if config.mode != 'search':
+    raise config_check.ConfigError(
+        f'config.mode: {config.mode!r} is not allowed with skill '
+        f"{config.skill!r}; allowed: ('search',) (evaluate a searched cell "
+        'with configs/eval_cifar.py or configs/eval_imagenet.py)')
   config_check.positive(config, 'data.batch_size')
   config_check.positive(config, 'data.eval_examples', allow_zero=True)
   if not 0.0 < config.data.train_portion < 1.0:
@@ -214,10 +219,30 @@ def check_config(config) -> None:
   for field in ('channels', 'layers', 'nodes', 'multiplier',
                 'stem_multiplier'):
     config_check.positive(config, f'net.{field}')
+  check_optimizers(config)
   if config.net.multiplier > config.net.nodes:
     raise config_check.ConfigError(
         f'config.net.multiplier: {config.net.multiplier} is not allowed; '
         f'must be <= config.net.nodes ({config.net.nodes})')
+
+
+def check_optimizers(config) -> None:
+  """The weight (SGD) and architecture (Adam) recipes' fields."""
+  config_check.positive(config, 'weights_optim.lr')
+  config_check.positive(config, 'weights_optim.lr_min', allow_zero=True)
+  if config.weights_optim.lr_min > config.weights_optim.lr:
+    raise config_check.ConfigError(
+        f'config.weights_optim.lr_min: {config.weights_optim.lr_min!r} is not '
+        f'allowed; must be <= config.weights_optim.lr '
+        f'({config.weights_optim.lr!r})')
+  config_check.in_unit_interval(config, 'weights_optim.momentum')
+  config_check.positive(config, 'weights_optim.weight_decay', allow_zero=True)
+  config_check.positive(config, 'weights_optim.clip', allow_zero=True,
+                        meaning='0 turns gradient clipping off')
+  config_check.positive(config, 'alphas_optim.lr')
+  config_check.in_unit_interval(config, 'alphas_optim.b1')
+  config_check.in_unit_interval(config, 'alphas_optim.b2')
+  config_check.positive(config, 'alphas_optim.weight_decay', allow_zero=True)
 
 
 def darts_program(net, config, steps_per_epoch: int):
@@ -262,6 +287,7 @@ def build(config) -> base.SkillSetup:
 
   eval_indices = data.architecture_indices[:config.data.eval_examples]
   eval_transform = augment_lib.eval_augment(info)
+  apply = eval_apply(net)   # one compile for every epoch's evaluation
 
   def evaluate(state):
     if not len(eval_indices):
@@ -271,7 +297,8 @@ def build(config) -> base.SkillSetup:
     variables = lambda: {'params': state.params[WEIGHTS],
                          'batch_stats': state.model_state['batch_stats']}
     return {'valid_accuracy': accuracy_on(net, variables,
-                                          state.params[ALPHAS], batches)}
+                                          state.params[ALPHAS], batches,
+                                          apply=apply)}
 
   return base.SkillSetup(
       program=program, init=init, batches_at=batches_at,

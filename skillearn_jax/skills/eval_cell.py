@@ -16,15 +16,6 @@ SCHEDULES = ('cosine', 'exponential')
 RNG_IMPLS = ('rbg', 'unsafe_rbg', 'threefry2x32')
 
 
-def _below_one(config, field: str) -> None:
-  value = config
-  for part in field.split('.'):
-    value = value[part]
-  if not 0.0 <= value < 1.0:
-    raise config_check.ConfigError(
-        f'config.{field}: {value!r} is not allowed; must lie in [0, 1)')
-
-
 def check_config(config) -> None:
   if config.mode != 'evaluate':
     raise config_check.ConfigError(
@@ -46,8 +37,8 @@ def check_config(config) -> None:
                 'optim.decay_rate', 'optim.momentum', 'optim.weight_decay',
                 'optim.clip'):
     config_check.positive(config, field, allow_zero=True)
-  _below_one(config, 'net.drop_path_prob')
-  _below_one(config, 'label_smoothing')
+  config_check.in_unit_interval(config, 'net.drop_path_prob')
+  config_check.in_unit_interval(config, 'label_smoothing')
   if config.data.image_size > config.data.resize_size:
     raise config_check.ConfigError(
         f'config.data.image_size: {config.data.image_size} is not allowed; '

@@ -51,7 +51,7 @@ def test_missing_dataset_says_how_to_get_it_and_names_digits(tmp_path):
         TfdsSource("cifar10", "train", data_dir=str(tmp_path))
     message = str(caught.value)
     assert "tfds build cifar10 --file_format=array_record" in message
-    assert str(tmp_path) in message and "--config.data_dir" in message and "'digits'" in message
+    assert str(tmp_path) in message and "--config.data.data_dir=DIR" in message and "'digits'" in message
     assert isinstance(caught.value, FileNotFoundError)
 
 

@@ -96,6 +96,11 @@ def test_keeps_the_newest_n_and_restores_any_kept_step(tmp_path):
     # A step at or before the newest is not written twice.
     assert not ckpt.save(30, _state(1), {})
     latest, _ = ckpt.restore(_state(0))
+    # The JSON record alone, without a template state.
+    assert ckpt.restore_extra() == {'epoch': 3}
+    assert ckpt.restore_extra(20) == {'epoch': 2}
+    with pytest.raises(ValueError, match=r'step: 10 is not in'):
+      ckpt.restore_extra(10)
   _assert_same(latest, _state(30))
   assert sorted(os.listdir(tmp_path)) == ['20', '30']
 
@@ -105,6 +110,8 @@ def test_empty_directory_has_no_latest_step(tmp_path):
     assert ckpt.latest_step() is None
     with pytest.raises(FileNotFoundError, match='no checkpoint'):
       ckpt.restore(_state(0))
+    with pytest.raises(FileNotFoundError, match='no checkpoint'):
+      ckpt.restore_extra()
 
 
 def test_interrupted_save_is_ignored_and_cleaned_up(tmp_path):

@@ -113,6 +113,16 @@ def test_non_finite_loss_stops_naming_step_stage_and_quantity(tmp_path):
   assert np.all(np.isfinite(np.asarray(state.params['w'])))
 
 
+def test_a_mid_epoch_snapshot_is_replaced_at_the_epochs_end():
+  history = search.record_snapshot([], 1, 3, 'a')
+  stopped = search.record_snapshot(history, 2, 4, 'b')    # max_steps=4
+  assert [h['step'] for h in stopped] == [3, 4]
+  resumed = search.record_snapshot(stopped, 2, 6, 'c')    # the epoch's end
+  assert resumed == [{'epoch': 1, 'step': 3, 'describe': 'a'},
+                     {'epoch': 2, 'step': 6, 'describe': 'c'}]
+  assert [h['step'] for h in stopped] == [3, 4]           # not mutated
+
+
 def test_check_finite_names_hypergradients_as_validation_stage():
   with pytest.raises(search.NonFiniteError,
                      match="step 3: stage 'validation', quantity "

@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 
 from configs import darts as darts_config
 from tests import conftest
+from skillearn_jax.run import checkpoints
 from skillearn_jax.run import runner
 
 
@@ -71,8 +72,16 @@ def test_search_writes_every_output(runs):
   assert len(genotype['normal']) == 4 and genotype['normal_concat'] == [2, 3]
 
 
+def _history(workdir):
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  return ckpt.restore_extra()['history']
+
+
 def test_resumed_search_ends_like_an_uninterrupted_one(runs):
   full, split = runs
+  # The snapshot where max_steps stopped (step 4) gave way to epoch 2's end.
+  assert [(h['epoch'], h['step']) for h in _history(split)] == [(1, 3), (2, 6)]
+  assert _history(split) == _history(full)
   assert _read(split, 'genotype.json') == _read(full, 'genotype.json')
   assert _final(split) == _final(full)
   assert _read(split, 'summary.json')['describe'] == _read(

@@ -1,4 +1,5 @@
-"""DARTS on the core: faithful second order, agreeing methods, no retrace."""
+"""DARTS on the core: faithful second order, agreeing methods, no retrace,
+config refusals."""
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +10,8 @@ import pytest
 from configs import darts as darts_config
 from skillearn_jax import core
 from skillearn_jax.nas import search_network
+from skillearn_jax.run import compile_watch
+from skillearn_jax.run import config_check
 from skillearn_jax.skills import darts
 
 
@@ -160,3 +163,41 @@ def test_equal_networks_share_one_jitted_apply():
   variables = listed.init(jax.random.PRNGKey(0), images, alphas, train=False)
   logits, _ = darts._train_apply(listed)(variables, images, alphas)
   assert logits.shape == (2, 10)
+
+
+def test_every_epochs_evaluation_reuses_one_compiled_forward():
+  c = darts_config.get_config('quick')
+  c.net.layers, c.net.nodes, c.net.multiplier, c.net.channels = 1, 1, 1, 4
+  c.data.eval_examples = 8
+  setup = darts.build(c)
+  params, model_state = setup.init(jax.random.PRNGKey(0))
+  state = core.init_state(setup.program, params, model_state)
+  first = setup.evaluate(state)['valid_accuracy']
+  with compile_watch.CompileWatch() as watch:
+    again = setup.evaluate(state)['valid_accuracy']
+  report = watch.report()
+  assert again == first
+  assert (report.trace_s, report.xla_s) == (0.0, 0.0), report
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('mode', 'evaluate', r"config.mode: 'evaluate' is not allowed with skill "
+     r"'darts'; allowed: \('search',\)"),
+    ('weights_optim.lr', 0.0, 'config.weights_optim.lr: 0.0 is not allowed'),
+    ('weights_optim.lr_min', 0.5, 'must be <= config.weights_optim.lr'),
+    ('weights_optim.momentum', 1.5, r'must lie in \[0, 1\)'),
+    ('weights_optim.clip', -5.0, r'0 turns gradient clipping off'),
+    ('alphas_optim.b1', 1.0, r'config.alphas_optim.b1: 1.0 .* \[0, 1\)'),
+    ('alphas_optim.b2', -0.1, r'config.alphas_optim.b2'),
+    ('alphas_optim.weight_decay', -1e-3, 'config.alphas_optim.weight_decay'),
+])
+def test_check_config_names_the_field(field, value, message):
+  c = darts_config.get_config('quick')
+  config_check.check(c)
+  target = c
+  *path, last = field.split('.')
+  for part in path:
+    target = target[part]
+  target[last] = value
+  with pytest.raises(config_check.ConfigError, match=message):
+    config_check.check(c)

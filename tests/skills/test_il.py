@@ -185,6 +185,18 @@ def test_config_errors_name_the_field(field, value, message):
     config_check.check(c)
 
 
+def test_finite_differences_on_an_amplifying_chain_are_warned_about():
+  paper = il_darts.get_config('')           # finite differences, lam = 100
+  warning = il.chain_amplification_warning(paper, num_learners=2)
+  assert 'each of the 4 stages' in warning and '= -4,' in warning
+  assert 'hypergradient=exact' in warning
+  assert il.chain_amplification_warning(il_darts.get_config('exact'), 2) is None
+  paper.il.lam = 10.0                       # 1 - 2 * 0.025 * 10 = 0.5
+  assert il.chain_amplification_warning(paper, 2) is None
+  paper.il.lam, paper.il.rounds = 100.0, 1
+  assert il.chain_amplification_warning(paper, 1) is None   # no chain
+
+
 def test_tasks_accept_tuples_and_repeated_tasks_get_numbered_labels():
   assert il.parse_tasks(('cifar10', 'cifar100'), 'il.tasks') == (
       'cifar10', 'cifar100')

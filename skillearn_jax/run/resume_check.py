@@ -1,0 +1,74 @@
+"""Refuses to resume a workdir's checkpoints under a config of another run.
+
+A workdir belongs to the config in its config.json. Re-running the same
+command resumes it; re-running with another seed, batch size, network,
+optimizer or number of epochs would continue the old state under new
+meanings (another data order, a re-stretched learning-rate schedule) and
+leave a run that no config describes. This module compares the stored
+config with the new one before the runner overwrites it, and names every
+field that differs. Fields that only say how far to go, how often to write,
+or where to find the data and the compile cache may change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import logging
+
+from skillearn_jax.run import checkpoints
+from skillearn_jax.run import config_check
+
+MAY_CHANGE_ON_RESUME = ('max_steps', 'log_every_steps',
+                        'checkpoint_every_steps', 'keep_checkpoints',
+                        'eval_every_epochs', 'compilation_cache_dir',
+                        'data.data_dir', 'allow_config_change')
+_ABSENT = '<absent>'
+
+
+def _flat(tree, prefix: str = '') -> dict:
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  flat = {}
+  for key, value in tree.items():
+    flat.update(_flat(value, f'{prefix}{key}' if not prefix else
+                      f'{prefix}.{key}'))
+  return flat
+
+
+def differences(stored: dict, current: dict) -> list[str]:
+  """'field: stored -> current' for each field that differs and may not."""
+  old, new = _flat(stored), _flat(current)
+  return [f'{field}: {old.get(field, _ABSENT)!r} -> {new.get(field, _ABSENT)!r}'
+          for field in sorted(set(old) | set(new))
+          if field not in MAY_CHANGE_ON_RESUME
+          and old.get(field, _ABSENT) != new.get(field, _ABSENT)]
+
+
+def check_same_run(config, workdir: str) -> None:
+  """Raises ConfigError when `workdir` holds checkpoints of another config."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  with checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints')) as ckpt:
+    if ckpt.latest_step() is None:
+      return          # nothing to resume: the new config starts afresh
+  with open(path) as f:
+    stored = json.load(f)
+  # JSON turns tuples into lists; compare like with like.
+  current = json.loads(json.dumps(config.to_dict()))
+  diffs = differences(stored, current)
+  if not diffs:
+    return
+  listed = '\n  '.join(diffs)
+  if config.get('allow_config_change', False):
+    logging.warning('Resuming %s under a changed config '
+                    '(config.allow_config_change):\n  %s', workdir, listed)
+    return
+  raise config_check.ConfigError(
+      f'config: workdir {workdir!r} holds checkpoints of another config, '
+      f'which resuming would continue; these fields differ (stored -> '
+      f'given):\n  {listed}\nUse a new --workdir, give the stored values, or '
+      'pass --config.allow_config_change=True to resume under the new ones. '
+      f'Fields that may change on resume: {", ".join(MAY_CHANGE_ON_RESUME)}.')

@@ -1,0 +1,57 @@
+"""Config checks: each refusal names the field, the value and what is allowed."""
+
+import ml_collections
+import pytest
+
+from configs import darts as darts_config
+from configs import eval_cifar
+from skillearn_jax.run import config_check
+
+
+def _nested(**values):
+  return ml_collections.ConfigDict({'block': dict(values)})
+
+
+def test_one_of_names_field_value_and_allowed_set():
+  with pytest.raises(config_check.ConfigError,
+                     match=r"config.block.kind: 'c' is not allowed; "
+                     r"allowed: \('a', 'b'\)"):
+    config_check.one_of(_nested(kind='c'), 'block.kind', ('a', 'b'))
+  config_check.one_of(_nested(kind='b'), 'block.kind', ('a', 'b'))
+
+
+def test_positive_bounds_and_meaning():
+  config_check.positive(_nested(x=0.5), 'block.x')
+  config_check.positive(_nested(x=0), 'block.x', allow_zero=True)
+  with pytest.raises(config_check.ConfigError,
+                     match=r'config.block.x: 0 is not allowed; must be > 0$'):
+    config_check.positive(_nested(x=0), 'block.x')
+  with pytest.raises(config_check.ConfigError,
+                     match=r'config.block.clip: -5.0 is not allowed; must be '
+                     r'>= 0 \(0 turns clipping off\)'):
+    config_check.positive(_nested(clip=-5.0), 'block.clip', allow_zero=True,
+                          meaning='0 turns clipping off')
+
+
+@pytest.mark.parametrize('value,ok', [(0.0, True), (0.999, True),
+                                      (1.0, False), (-0.1, False)])
+def test_in_unit_interval(value, ok):
+  config = _nested(b1=value)
+  if ok:
+    config_check.in_unit_interval(config, 'block.b1')
+  else:
+    with pytest.raises(config_check.ConfigError,
+                       match=r'config.block.b1: .* must lie in \[0, 1\)'):
+      config_check.in_unit_interval(config, 'block.b1')
+
+
+@pytest.mark.parametrize('get_config', [
+    lambda: darts_config.get_config('quick'),
+    lambda: eval_cifar.get_config('quick')])
+def test_a_negative_seed_is_refused_for_every_skill(get_config):
+  config = get_config()
+  config_check.check(config)     # the shipped config passes
+  config.seed = -1
+  with pytest.raises(config_check.ConfigError,
+                     match='config.seed: -1 is not allowed; must be >= 0'):
+    config_check.check(config)

@@ -1,0 +1,57 @@
+"""Resuming a workdir under another config is refused, naming the fields."""
+
+import json
+import os
+
+import pytest
+
+from configs import hpo_ridge
+from tests import conftest
+from skillearn_jax.run import checkpoints
+from skillearn_jax.run import config_check
+from skillearn_jax.run import resume_check
+from skillearn_jax.run import runner
+
+
+def _config(**overrides):
+  c = hpo_ridge.get_config('quick')
+  c.num_epochs = 4
+  c.compilation_cache_dir = conftest.XLA_CACHE_DIR
+  for key, value in overrides.items():
+    c[key] = value
+  return c
+
+
+def test_differences_name_nested_and_absent_fields_and_skip_allowed_ones():
+  stored = {'seed': 0, 'data': {'batch_size': 64, 'data_dir': '/a'},
+            'max_steps': 5, 'old': 1}
+  given = {'seed': 0, 'data': {'batch_size': 32, 'data_dir': '/b'},
+           'max_steps': -1, 'new': [1, 2]}
+  assert resume_check.differences(stored, given) == [
+      'data.batch_size: 64 -> 32', "new: '<absent>' -> [1, 2]",
+      "old: 1 -> '<absent>'"]
+  assert resume_check.differences(stored, stored) == []
+
+
+def test_a_workdir_without_checkpoints_takes_any_config(tmp_path):
+  workdir = str(tmp_path)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump({'seed': 3}, f)
+  resume_check.check_same_run(_config(), workdir)   # nothing to resume
+
+
+def test_resuming_under_another_seed_is_refused_unless_allowed(tmp_path):
+  workdir = str(tmp_path / 'run')
+  runner.run(_config(max_steps=2), workdir)
+  # Going further, logging more often: the same run.
+  runner.run(_config(max_steps=3, log_every_steps=1), workdir)
+  assert checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints')
+                                  ).latest_step() == 3
+  with pytest.raises(config_check.ConfigError,
+                     match=r'(?s)holds checkpoints of another config.*'
+                     r'seed: 0 -> 1.*allow_config_change=True'):
+    runner.run(_config(seed=1), workdir)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['seed'] == 0            # left as it was
+  summary = runner.run(_config(seed=1, allow_config_change=True), workdir)
+  assert summary['steps'] > 3
