@@ -65,5 +65,10 @@ def check(config) -> None:
   positive(config, 'checkpoint_every_steps')
   positive(config, 'keep_checkpoints')
   module = importlib.import_module(skills.SKILLS[config.skill])
+  # A skill runs in one mode: 'search' unless its module says MODE.
+  mode = getattr(module, 'MODE', 'search')
+  if config.mode != mode:
+    raise ConfigError(f'config.mode: {config.mode!r} is not allowed with '
+                      f'skill {config.skill!r}; allowed: ({mode!r},)')
   if hasattr(module, 'check_config'):
     module.check_config(config)

@@ -196,7 +196,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   check_input_size(config, image_shape[0])
   cache_dir = compilation_cache.enable(config.compilation_cache_dir)
   os.makedirs(workdir, exist_ok=True)
-  resume_check.check_same_run(config, workdir)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                  keep=config.keep_checkpoints)
+  start_step = ckpt.latest_step() or 0
+  resume_check.check_same_run(config, workdir, resuming=start_step > 0)
   primary = jax.process_index() == 0   # one writer when several hosts run
   if primary:
     writers.write_json_atomic(os.path.join(workdir, 'config.json'), config.to_dict())
@@ -224,10 +227,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   with compiles.model_init():
     state = _init_state(net, tx, jax.random.fold_in(key, 0), image_shape)
 
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                  keep=config.keep_checkpoints)
   epoch_sums = {name: 0.0 for name in EPOCH_MEANS}
-  start_step = ckpt.latest_step() or 0
   if start_step:
     state, extra = ckpt.restore(state, start_step)
     epoch_sums = dict(extra['epoch_sums'])

@@ -17,7 +17,6 @@ import os
 
 from absl import logging
 
-from skillearn_jax.run import checkpoints
 from skillearn_jax.run import config_check
 
 MAY_CHANGE_ON_RESUME = ('max_steps', 'log_every_steps',
@@ -32,8 +31,7 @@ def _flat(tree, prefix: str = '') -> dict:
     return {prefix: tree}
   flat = {}
   for key, value in tree.items():
-    flat.update(_flat(value, f'{prefix}{key}' if not prefix else
-                      f'{prefix}.{key}'))
+    flat.update(_flat(value, f'{prefix}.{key}' if prefix else key))
   return flat
 
 
@@ -46,14 +44,12 @@ def differences(stored: dict, current: dict) -> list[str]:
           and old.get(field, _ABSENT) != new.get(field, _ABSENT)]
 
 
-def check_same_run(config, workdir: str) -> None:
-  """Raises ConfigError when `workdir` holds checkpoints of another config."""
+def check_same_run(config, workdir: str, *, resuming: bool) -> None:
+  """Raises ConfigError when `workdir` holds checkpoints (`resuming`, from
+  the runner's checkpointer) of another config."""
   path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    return
-  with checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints')) as ckpt:
-    if ckpt.latest_step() is None:
-      return          # nothing to resume: the new config starts afresh
+  if not resuming or not os.path.exists(path):
+    return          # nothing to resume: the new config starts afresh
   with open(path) as f:
     stored = json.load(f)
   # JSON turns tuples into lists; compare like with like.

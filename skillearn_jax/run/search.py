@@ -86,7 +86,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   config_check.check(config)
   cache_dir = compilation_cache.enable(config.compilation_cache_dir)
   os.makedirs(workdir, exist_ok=True)
-  resume_check.check_same_run(config, workdir)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                  keep=config.keep_checkpoints)
+  start_step = ckpt.latest_step() or 0
+  resume_check.check_same_run(config, workdir, resuming=start_step > 0)
   primary = jax.process_index() == 0   # one writer when several hosts run
   if primary:
     writers.write_json_atomic(os.path.join(workdir, 'config.json'),
@@ -101,10 +104,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   steps_per_epoch = setup.steps_per_epoch
   total_steps = _total_steps(config, steps_per_epoch)
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                  keep=config.keep_checkpoints)
   history: list = []
-  start_step = ckpt.latest_step() or 0
   if start_step:
     state, extra = ckpt.restore(state, start_step)
     history = list(extra.get('history', []))

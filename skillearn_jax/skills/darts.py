@@ -205,11 +205,6 @@ def accuracy_on(net, variables_fn, alphas, batches, apply=None) -> float:
 
 # -- the skill -----------------------------------------------------------------
 def check_config(config) -> None:
-  if config.mode != 'search':
-    raise config_check.ConfigError(
-        f'config.mode: {config.mode!r} is not allowed with skill '
-        f"{config.skill!r}; allowed: ('search',) (evaluate a searched cell "
-        'with configs/eval_cifar.py or configs/eval_imagenet.py)')
   config_check.positive(config, 'data.batch_size')
   config_check.positive(config, 'data.eval_examples', allow_zero=True)
   if not 0.0 < config.data.train_portion < 1.0:

@@ -12,15 +12,12 @@ from skillearn_jax.nas import eval_network
 from skillearn_jax.nas import genotypes
 from skillearn_jax.run import config_check
 
+MODE = 'evaluate'   # config_check: the mode this skill runs in
 SCHEDULES = ('cosine', 'exponential')
 RNG_IMPLS = ('rbg', 'unsafe_rbg', 'threefry2x32')
 
 
 def check_config(config) -> None:
-  if config.mode != 'evaluate':
-    raise config_check.ConfigError(
-        f"config.mode: {config.mode!r} is not allowed with skill 'eval_cell'; "
-        "allowed: ('evaluate',)")
   try:
     genotypes.resolve_genotype(config.genotype)
   except ValueError as error:

@@ -5,6 +5,7 @@ import pytest
 
 from configs import darts as darts_config
 from configs import eval_cifar
+from configs import hpo_ridge
 from skillearn_jax.run import config_check
 
 
@@ -54,4 +55,17 @@ def test_a_negative_seed_is_refused_for_every_skill(get_config):
   config.seed = -1
   with pytest.raises(config_check.ConfigError,
                      match='config.seed: -1 is not allowed; must be >= 0'):
+    config_check.check(config)
+
+
+@pytest.mark.parametrize('get_config,mode,allowed', [
+    (lambda: darts_config.get_config('quick'), 'evaluate', 'search'),
+    (lambda: hpo_ridge.get_config('quick'), 'evaluate', 'search'),
+    (lambda: eval_cifar.get_config('quick'), 'search', 'evaluate')])
+def test_each_skill_runs_in_its_own_mode(get_config, mode, allowed):
+  config = get_config()
+  config.mode = mode
+  with pytest.raises(config_check.ConfigError,
+                     match=rf"config.mode: '{mode}' is not allowed with skill "
+                     rf"'{config.skill}'; allowed: \('{allowed}',\)"):
     config_check.check(config)

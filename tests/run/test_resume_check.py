@@ -37,7 +37,7 @@ def test_a_workdir_without_checkpoints_takes_any_config(tmp_path):
   workdir = str(tmp_path)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump({'seed': 3}, f)
-  resume_check.check_same_run(_config(), workdir)   # nothing to resume
+  resume_check.check_same_run(_config(), workdir, resuming=False)
 
 
 def test_resuming_under_another_seed_is_refused_unless_allowed(tmp_path):
