@@ -8,7 +8,9 @@ order (1|2), method, batch, layers, channels, compile_s, median_s, min_s,
 max_s, peak_rss_mb, params_m, and for JAX trace_s, lower_s and xla_s (the
 parts of compile_s, from `run.compile_watch`) and xla_temp_mb (XLA's temporary
 buffers for one step, from `memory_analysis()`: the step's own footprint,
-where peak_rss_mb also holds the compiler and the tracer). JAX runs first
+where peak_rss_mb also holds the compiler and the tracer) and gradient_loop
+(`--gradient_loop off` writes the finite-difference step's gradients out
+instead of sending them through one loop body). JAX runs first
 order, second order exact and second order finite difference; the PyTorch reference
 (../shared/bench/torch_darts_ref.py, needs `pip install torch==2.13.0`) runs
 orders 1 and 2 with the same settings in the same invocation. Each
@@ -72,7 +74,8 @@ def run_jax(args, method: str, order: int) -> dict:
           for _ in range(4)]
   batches = [{'train': pool[(2 * i) % 4], 'val': pool[(2 * i + 1) % 4]}
              for i in range(4)]
-  step = core.make_step(program, method=method, donate=True)
+  step = core.make_step(program, method=method, donate=True,
+                        gradient_loop=args.gradient_loop == 'on')
   key = jax.random.PRNGKey(0)
   with host_memory.Releaser(), compile_watch.CompileWatch() as watch:
     compiled = step.lower(state, batches[0], key).compile()
@@ -86,6 +89,7 @@ def run_jax(args, method: str, order: int) -> dict:
     if it >= args.warmup:
       times.append(time.perf_counter() - t0)
   return {'impl': 'jax', 'order': order, 'method': method,
+          'gradient_loop': args.gradient_loop,
           'batch': args.batch, 'layers': args.layers,
           'channels': args.channels, 'compile_s': round(phases.wall_s, 3),
           'trace_s': round(phases.trace_s, 3),
@@ -133,6 +137,9 @@ def main(argv=None):
   ap.add_argument('--cache_dir', default='',
                   help='Persistent compilation cache (empty: off, so '
                   'compile_s is a cold compile).')
+  ap.add_argument('--gradient_loop', choices=('on', 'off'), default='on',
+                  help='Finite difference through one gradient loop body '
+                  '(core.gradient_loop, the default) or written out.')
   ap.add_argument('--only', default='', help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
   if args.only:  # child process: one JAX configuration

@@ -4,15 +4,17 @@ Knows nothing of neural architectures or images; every case study is a
 `Program` built on these names.
 """
 
+from skillearn_jax.core import gradient_loop
 from skillearn_jax.core.engine import ORDERS, ProgramState, init_state, make_step
 from skillearn_jax.core.hypergradients import (METHODS, HypergradientOptions,
                                                hypergradient)
 from skillearn_jax.core.program import (DIRECTIONS, LossContext, LossOutput,
                                         ParamSet, Program, ProgramError, Stage,
-                                        Validation)
+                                        Validation, reads_needs_grad)
 
 __all__ = [
-    'DIRECTIONS', 'METHODS', 'ORDERS', 'HypergradientOptions', 'LossContext',
+    'DIRECTIONS', 'METHODS', 'gradient_loop', 'ORDERS', 'HypergradientOptions', 'LossContext',
     'LossOutput', 'ParamSet', 'Program', 'ProgramError', 'ProgramState',
-    'Stage', 'Validation', 'hypergradient', 'init_state', 'make_step'
+    'Stage', 'Validation', 'hypergradient', 'init_state', 'make_step',
+    'reads_needs_grad'
 ]

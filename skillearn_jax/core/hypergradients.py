@@ -146,7 +146,9 @@ class _Chain:
     return [s for s in reversed(self.program.stages) if s.name in relevant]
 
 
-def _metrics(value, aux, grads):
+def validation_metrics(value, aux, grads):
+  """The validation stage's metrics: its loss's, its objective and each
+  set's hypergradient norm."""
   _, metrics = aux
   out = {f'val/{k}': v for k, v in metrics.items()}
   out['val/objective'] = value
@@ -163,7 +165,7 @@ def _exact(chain: _Chain, hyper, options):
     return chain.validation_objective(h, solutions)
 
   (value, aux), grads = jax.value_and_grad(objective, has_aux=True)(hyper)
-  return grads, _metrics(value, aux, grads)
+  return grads, validation_metrics(value, aux, grads)
 
 
 def _first_order(chain: _Chain, hyper, options):
@@ -171,7 +173,7 @@ def _first_order(chain: _Chain, hyper, options):
   solutions = chain.current_solutions()
   (value, aux), grads = jax.value_and_grad(
       chain.validation_objective, has_aux=True)(hyper, solutions)
-  return grads, _metrics(value, aux, grads)
+  return grads, validation_metrics(value, aux, grads)
 
 
 def _reverse_sweep(chain: _Chain, hyper, stage_vjp):
@@ -201,7 +203,13 @@ def _reverse_sweep(chain: _Chain, hyper, stage_vjp):
       grads[n] = _add(grads[n], g)
     for u, g in d_uses.items():
       adjoints[u] = _add(adjoints[u], g) if u in adjoints else g
-  return grads, _metrics(value, aux, grads)
+  return grads, validation_metrics(value, aux, grads)
+
+
+def fd_radius(direction, epsilon):
+  """DARTS' r = epsilon / ||direction|| (epsilon itself for a zero direction)."""
+  norm = optax.global_norm(direction)
+  return jnp.where(norm > 0, epsilon / jnp.where(norm > 0, norm, 1.0), epsilon)
 
 
 def _central_difference(g, w, inputs, direction, epsilon, with_w: bool):
@@ -210,8 +218,7 @@ def _central_difference(g, w, inputs, direction, epsilon, with_w: bool):
   Returns the mixed second derivative of G times d, w.r.t. `inputs` (and
   w.r.t. w as well when `with_w`).
   """
-  norm = optax.global_norm(direction)
-  r = jnp.where(norm > 0, epsilon / jnp.where(norm > 0, norm, 1.0), epsilon)
+  r = fd_radius(direction, epsilon)
   # Both evaluations share one traced body (lax.map over the +/- pair): the
   # stage's network is traced and compiled once instead of twice.
   signs = jnp.array([1.0, -1.0], jnp.float32)

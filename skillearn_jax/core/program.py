@@ -32,6 +32,10 @@ class LossContext(NamedTuple):
                           # re-evaluation of the same stage within a step
   model_state: PyTree     # e.g. BatchNorm statistics, keyed as the skill likes
   step: jax.Array
+  # None, or per set name a traced boolean that is False where the caller
+  # discards the gradient w.r.t. that set: a loss may then skip computing it
+  # at run time (one compiled backward pass serving several gradients).
+  needs_grad: Mapping[str, jax.Array] | None = None
 
 
 class LossOutput(NamedTuple):
@@ -48,6 +52,17 @@ class LossOutput(NamedTuple):
 # loss(params_by_set_name, batch, ctx) -> scalar | LossOutput
 LossFn = Callable[[Mapping[str, PyTree], Any, LossContext],
                   Union[jax.Array, LossOutput]]
+
+
+def reads_needs_grad(loss: LossFn) -> LossFn:
+  """Marks `loss` as one that skips the gradients `ctx.needs_grad` turns off.
+
+  Only then does the engine send a step's gradients through one loop body
+  (`core.gradient_loop`): a loss that computed every gradient there would
+  compile faster but step slower.
+  """
+  loss.reads_needs_grad = True
+  return loss
 
 
 @dataclasses.dataclass(frozen=True)

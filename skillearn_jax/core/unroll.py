@@ -85,6 +85,17 @@ def _virtual_step(grad_fn, rule: UnrollRule, active, buf):
   return new_active, new_buf
 
 
+def first_step(rule: UnrollRule, active: dict, grads: dict):
+  """W_1 and its momentum buffer from W_0 = `active` and the gradient at W_0."""
+  buf = {n: tree_map(lambda b, m=rule.momentum[n]: m * b, rule.buffer[n])
+         for n in active}
+  # The buffer update is b <- mu*b + d; pre-scaling the optimizer's trace by
+  # mu and then using mu = 1 for the first step would be wrong for T > 1, so
+  # the first step is written out: b_1 = mu*m + d_0.
+  first_rule = rule._replace(momentum={n: 1.0 for n in active})
+  return _virtual_step(lambda _: grads, first_rule, active, buf)
+
+
 def unroll(objective_of_active, active: dict, rule: UnrollRule, steps: int):
   """T virtual steps from `active`.
 
@@ -92,13 +103,7 @@ def unroll(objective_of_active, active: dict, rule: UnrollRule, steps: int):
   leading axis (None when T == 1, since W_0 is `active` itself).
   """
   grad_fn = jax.grad(objective_of_active)
-  buf = {n: tree_map(lambda b, m=rule.momentum[n]: m * b, rule.buffer[n])
-         for n in active}
-  # The buffer update is b <- mu*b + d; pre-scaling the optimizer's trace by
-  # mu and then using mu = 1 for the first step would be wrong for T > 1, so
-  # the first step is written out: b_1 = mu*m + d_0.
-  first_rule = rule._replace(momentum={n: 1.0 for n in active})
-  w1, b1 = _virtual_step(grad_fn, first_rule, active, buf)
+  w1, b1 = first_step(rule, active, grad_fn(active))
   if steps == 1:
     return w1, None
 

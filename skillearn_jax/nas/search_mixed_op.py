@@ -8,15 +8,21 @@ edge lowers to few, cheap-to-compile ops instead of one sub-program per primitiv
 - the pointwise convs of the ops at one stage are one batched contraction and their batch norms
   one normalisation (sep/dil first stages together, sep second stages together);
 - max/avg pooling are max/sum over the 3 rows, then the 3 columns, of each window (no
-  select-and-scatter backward).
+  select-and-scatter backward);
+- optional gradient gates (``grad_gates``, traced booleans ``{'weights', 'alphas'}``) skip the
+  kernel gradients of the convs and the gradient of the mixing weights at run time when a
+  caller will discard them, so one compiled backward pass serves both a weight gradient and
+  an architecture gradient (see ``core.gradient_loop``).
 Variables mirror ``ops.make_op``'s exactly (paths, names, shapes), so a plain per-primitive
 formulation runs on the same variables and the parameter count equals the reference.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -30,6 +36,52 @@ POOL_PRIMITIVES = ('max_pool_3x3', 'avg_pool_3x3')
 def _kernel_geometry(name: str) -> tuple[int, int]:
     """(kernel size, dilation) of a conv primitive."""
     return int(name[-1]), (1 if name.startswith('sep') else 2)
+
+
+def gated(fn: Callable, x, params, gate):
+    """``fn(x, params)`` whose gradient w.r.t. ``params`` is computed only where the traced
+    boolean ``gate`` holds (zeros otherwise); ``gate`` None is ``fn`` itself. The gradient
+    w.r.t. ``x`` is always computed. The skipped work sits in a ``lax.cond`` branch, so a
+    program that evaluates this backward pass with the gate on and off compiles it once."""
+    if gate is None:
+        return fn(x, params)
+    return _gated(fn, x, params, jnp.asarray(gate, bool))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _gated(fn, x, params, gate):
+    del gate
+    return fn(x, params)
+
+
+def _gated_forward(fn, x, params, gate):
+    return fn(x, params), (x, params, gate)
+
+
+def _gated_backward(fn, residuals, cotangent):
+    x, params, gate = residuals
+    _, vjp_x = jax.vjp(lambda x: fn(x, params), x)
+    (d_x,) = vjp_x(cotangent)
+
+    def params_grad():
+        _, vjp_params = jax.vjp(lambda p: fn(x, p), params)
+        return vjp_params(cotangent)[0]
+
+    d_params = lax.cond(gate, params_grad,
+                        lambda: jax.tree_util.tree_map(jnp.zeros_like, params))
+    return d_x, d_params, None
+
+
+_gated.defvjp(_gated_forward, _gated_backward)
+
+
+def _mix(outputs, weights, *, indices, zeros_shape):
+    """``sum_o weights[o] * outputs[o]`` over the non-zero ops (``indices``: their positions
+    in ``weights``), from exact zeros, in primitive order."""
+    total = jnp.zeros(zeros_shape, outputs[0].dtype) if outputs else None
+    for o, y in zip(indices, outputs):
+        total = total + weights[o] * y
+    return total
 
 
 def _pool_3x3(x, stride: int, pad_value: float, combine):
@@ -122,10 +174,23 @@ class MixedOp(nn.Module):
         return (x - mean) * lax.rsqrt(var + ops.BN_EPSILON)
 
     @nn.compact
-    def __call__(self, x, weights, train: bool):  # train positional: static under nn.remat
+    def __call__(self, x, weights, train: bool, grad_gates=None):
+        # train positional: static under nn.remat. grad_gates: None, or traced booleans
+        # {'weights': compute kernel gradients, 'alphas': compute the mixing weights' gradient}
         c, s = self.channels, self.stride
         if x.shape[-1] != c:
             raise ValueError(f'MixedOp: input has {x.shape[-1]} channels, channels={c}')
+        kernel_gate = None if grad_gates is None else grad_gates['weights']
+        alpha_gate = None if grad_gates is None else grad_gates['alphas']
+
+        def depthwise(x, kernels, stride):
+            dilations = [d for _, d in kernels]
+            return gated(lambda x, ks: depthwise_group(x, list(zip(ks, dilations)), stride),
+                         x, [k for k, _ in kernels], kernel_gate)
+
+        def pointwise(y, kernels):
+            return gated(pointwise_group, y, kernels, kernel_gate)
+
         outputs = {}  # primitive name -> (B, H', W', C); 'none' contributes exact zeros
         pool_names = [p for p in POOL_PRIMITIVES if p in self.primitives]
         if pool_names:
@@ -139,8 +204,8 @@ class MixedOp(nn.Module):
             first = [f'{p}/block1' if p.startswith('sep') else p for p in convs]
             kernels = [(self._kernel(f'{path}/depthwise', (k, k, 1, c)), d)
                        for path, (k, d) in zip(first, map(_kernel_geometry, convs))]
-            y = depthwise_group(nn.relu(x), kernels, s)
-            y = pointwise_group(y, [self._kernel(f'{p}/pointwise', (1, 1, c, c)) for p in first])
+            y = depthwise(nn.relu(x), kernels, s)
+            y = pointwise(y, [self._kernel(f'{p}/pointwise', (1, 1, c, c)) for p in first])
             y = self._batch_norm(y, [f'{p}/bn' for p in first], train)
             # CONV_PRIMITIVES lists the sep convs first, so they are a leading slice
             seps = [p for p in convs if p.startswith('sep')]
@@ -149,13 +214,13 @@ class MixedOp(nn.Module):
                 second = [f'{p}/block2' for p in seps]
                 kernels = [(self._kernel(f'{path}/depthwise', (k, k, 1, c)), 1)
                            for path, (k, _) in zip(second, map(_kernel_geometry, seps))]
-                z = depthwise_group(nn.relu(y[:len(seps)]), kernels, 1)
-                z = pointwise_group(z, [self._kernel(f'{p}/pointwise', (1, 1, c, c))
-                                        for p in second])
+                z = depthwise(nn.relu(y[:len(seps)]), kernels, 1)
+                z = pointwise(z, [self._kernel(f'{p}/pointwise', (1, 1, c, c)) for p in second])
                 z = self._batch_norm(z, [f'{p}/bn' for p in second], train)
                 outputs.update({p: z[i] for i, p in enumerate(seps)})
-        out = jnp.zeros_like(x[:, ::s, ::s, :])
-        for weight, name in zip(weights, self.primitives):
-            if name in outputs:
-                out = out + weight * outputs[name]
-        return out
+        present = [i for i, name in enumerate(self.primitives) if name in outputs]
+        zeros_shape = x[:, ::s, ::s, :].shape
+        if not present:
+            return jnp.zeros(zeros_shape, x.dtype)
+        mix = functools.partial(_mix, indices=present, zeros_shape=zeros_shape)
+        return gated(mix, [outputs[self.primitives[i]] for i in present], weights, alpha_gate)

@@ -81,26 +81,27 @@ class _EdgeStep(nn.Module):
     remat: bool
 
     @nn.compact
-    def __call__(self, buffer, edge, inputs):
+    def __call__(self, buffer, edge, inputs, grad_gates):
         source, target, weights = edge
         x = lax.dynamic_index_in_dim(inputs if self.read_inputs else buffer, source,
                                      keepdims=False)
         mixed_op = _RematMixedOp if self.remat else MixedOp
         y = mixed_op(self.channels, self.stride, self.primitives, name='mixed_op')(
-            x, weights, self.train)
+            x, weights, self.train, grad_gates)
         updated = lax.dynamic_index_in_dim(buffer, target, keepdims=False) + y
         return lax.dynamic_update_index_in_dim(buffer, updated, target, 0), None
 
 
-def _edge_scan(buffer, edges, inputs, name: str, remat: bool = False, **step_fields):
+def _edge_scan(buffer, edges, inputs, name: str, remat: bool = False, grad_gates=None,
+               **step_fields):
     """Run ``_EdgeStep`` over ``edges`` = (sources, targets, weights), one stacked set of
     variables per edge; with ``remat`` the backward pass recomputes each edge's mixed op from
     its input instead of keeping its intermediates."""
     scanned = nn.scan(_EdgeStep, variable_axes={'params': 0, 'batch_stats': 0},
-                      split_rngs={'params': True}, in_axes=(0, nn.broadcast),
+                      split_rngs={'params': True}, in_axes=(0, nn.broadcast, nn.broadcast),
                       length=len(edges[0]))
     buffer, _ = scanned(name=name, read_inputs=inputs is not None, remat=remat, **step_fields)(
-        buffer, edges, jnp.zeros(()) if inputs is None else inputs)
+        buffer, edges, jnp.zeros(()) if inputs is None else inputs, grad_gates)
     return buffer
 
 
@@ -139,7 +140,7 @@ class SearchCell(nn.Module):
     remat: bool = False
 
     @nn.compact
-    def __call__(self, s0, s1, weights, *, train: bool):
+    def __call__(self, s0, s1, weights, *, train: bool, grad_gates=None):
         c = self.channels
         if self.reduction_prev:
             s0 = ops.FactorizedReduce(c, affine=False, name='preprocess0')(s0, train=train)
@@ -148,7 +149,7 @@ class SearchCell(nn.Module):
         s1 = ops.ReLUConvBN(c, affine=False, name='preprocess1')(s1, train=train)
         edges = cell_edges(self.nodes)
         step_kw = dict(channels=c, primitives=tuple(self.primitives), train=train,
-                       remat=self.remat)
+                       remat=self.remat, grad_gates=grad_gates)
         if not self.reduction:
             states = jnp.concatenate([jnp.stack([s0, s1]),
                                       jnp.zeros((self.nodes,) + s1.shape, s1.dtype)])
@@ -175,7 +176,9 @@ class SearchNetwork(nn.Module):
     at ``layers // 3`` and ``2 * layers // 3`` double the channels), global average pool,
     linear classifier. Call as ``net.apply(variables, x, alphas, train=..., mutable=...)`` with
     ``x`` NHWC and ``alphas`` from ``init_alphas``; variables are ``params`` and
-    ``batch_stats``."""
+    ``batch_stats``. ``grad_gates`` (traced booleans ``{'weights', 'alphas'}``, default None:
+    both) lets a caller skip, at run time, the mixed ops' kernel gradients or the alphas'
+    gradient it will discard (``search_mixed_op.gated``)."""
     channels: int = 16
     num_classes: int = 10
     layers: int = 8
@@ -206,7 +209,7 @@ class SearchNetwork(nn.Module):
         return tuple(sorted({self.layers // 3, 2 * self.layers // 3}))
 
     @nn.compact
-    def __call__(self, x, alphas, *, train: bool):
+    def __call__(self, x, alphas, *, train: bool, grad_gates=None):
         self._validate(alphas)
         weights = {k: jax.nn.softmax(v, axis=-1) for k, v in alphas.items()}
         s = ops.conv(self.stem_multiplier * self.channels, 3, padding=1, name='stem_conv')(x)
@@ -218,7 +221,8 @@ class SearchNetwork(nn.Module):
                 c *= 2
             cell = SearchCell(c, reduction, reduction_prev, self.nodes, self.multiplier,
                               tuple(self.primitives), self.remat, name=f'cell_{i}')
-            s0, s1 = s1, cell(s0, s1, weights['reduce' if reduction else 'normal'], train=train)
+            s0, s1 = s1, cell(s0, s1, weights['reduce' if reduction else 'normal'], train=train,
+                              grad_gates=grad_gates)
             reduction_prev = reduction
         features = jnp.mean(s1, axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=ops.TORCH_DEFAULT_INIT,

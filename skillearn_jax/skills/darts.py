@@ -13,7 +13,7 @@ the search data streams and the genotype/plot hooks.
 from __future__ import annotations
 
 import functools
-
+import inspect
 import os
 from typing import Sequence
 
@@ -63,17 +63,22 @@ def _jit_train_apply(net):
   # forward and backward instead of linearizing and transposing the network
   # again. XLA still inlines each use and drops the cotangents it does not
   # need (the weights' in the +/- alpha gradients of finite difference).
-  apply = jax.jit(functools.partial(net.apply, train=True,
-                                    mutable=['batch_stats']))
+  def apply_with_gates(variables, images, alphas, grad_gates):
+    gated = {} if grad_gates is None else {'grad_gates': grad_gates}
+    return net.apply(variables, images, alphas, train=True,
+                     mutable=['batch_stats'], **gated)
+
+  apply = jax.jit(apply_with_gates)
   forward_and_vjp = jax.jit(lambda *args: jax.vjp(apply, *args))
   backward = jax.jit(lambda vjp_fn, cotangent: vjp_fn(cotangent))
 
   @jax.custom_vjp
-  def shared(variables, images, alphas):
-    return apply(variables, images, alphas)
+  def shared(variables, images, alphas, grad_gates):
+    return apply(variables, images, alphas, grad_gates)
 
   shared.defvjp(forward_and_vjp, backward)
-  return shared
+  return lambda variables, images, alphas, grad_gates=None: shared(
+      variables, images, alphas, grad_gates)
 
 
 _shared_train_apply = functools.lru_cache(maxsize=64)(_jit_train_apply)
@@ -97,6 +102,17 @@ def _train_apply(net):
   return _shared_train_apply(net)
 
 
+def grad_gates(needs_grad, weight_sets: Sequence[str], alphas: str):
+  """The supernet's `grad_gates` from a LossContext's `needs_grad` (None: all
+  gradients needed, nothing gated)."""
+  if needs_grad is None:
+    return None
+  needed = [needs_grad[n] for n in weight_sets if n in needs_grad]
+  return {'weights': functools.reduce(jnp.logical_or, needed) if needed
+          else jnp.asarray(True),
+          'alphas': needs_grad.get(alphas, jnp.asarray(True))}
+
+
 def classification_loss(net, *, weights: str | Sequence[str], alphas: str,
                         stats: str):
   """loss(params, batch, ctx) of a supernet learner in training mode.
@@ -107,11 +123,13 @@ def classification_loss(net, *, weights: str | Sequence[str], alphas: str,
   """
 
   apply = _train_apply(net)
+  weight_sets = [weights] if isinstance(weights, str) else list(weights)
 
   def loss(params, batch, ctx):
     variables = {'params': merged_params(params, weights),
                  'batch_stats': ctx.model_state[stats]}
-    logits, updates = apply(variables, batch['image'], params[alphas])
+    logits, updates = apply(variables, batch['image'], params[alphas],
+                            grad_gates(ctx.needs_grad, weight_sets, alphas))
     ce = optax.softmax_cross_entropy_with_integer_labels(
         logits, batch['label']).mean()
     acc = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
@@ -120,6 +138,10 @@ def classification_loss(net, *, weights: str | Sequence[str], alphas: str,
     return core.LossOutput(ce, model_state=model_state,
                            metrics={'accuracy': acc})
 
+  # The supernet skips the gradients a step discards; a network without
+  # `grad_gates` (a test's linear testee, say) computes them all.
+  if 'grad_gates' in inspect.signature(type(net).__call__).parameters:
+    return core.reads_needs_grad(loss)
   return loss
 
 

@@ -193,6 +193,41 @@ def test_gradients_match_plain_formulation_without_remat(tiny_setup):
     _assert_gradients_match_plain(False, tiny_setup)
 
 
+def test_grad_gates_skip_only_the_gradients_they_turn_off(tiny_setup):
+    """Gates on give the ungated gradients exactly; the alphas gate off zeros the alphas'
+    gradient only; the weights gate off zeros the mixed ops' kernel gradients only (the stem,
+    preprocessing and classifier keep theirs), whatever the gates are at run time."""
+    net, x, alphas, variables = tiny_setup
+    net = net.clone(remat=True)
+
+    def grads(gates):
+        def loss(p, a, gates):
+            logits, _ = net.apply({'params': p, 'batch_stats': variables['batch_stats']}, x, a,
+                                  train=True, mutable=['batch_stats'], grad_gates=gates)
+            return jnp.sum(jnp.sin(logits))
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables['params'], alphas, gates)
+
+    gates = lambda w, a: {'weights': jnp.asarray(w), 'alphas': jnp.asarray(a)}
+    d_params, d_alphas = grads(None)
+    chex.assert_trees_all_close(grads(gates(True, True)), (d_params, d_alphas), rtol=1e-6)
+    no_alpha = grads(gates(True, False))
+    chex.assert_trees_all_close(no_alpha[0], d_params, rtol=1e-6)
+    chex.assert_trees_all_equal(no_alpha[1], jax.tree.map(jnp.zeros_like, d_alphas))
+    no_weights_params, no_weights_alphas = grads(gates(False, True))
+    chex.assert_trees_all_close(no_weights_alphas, d_alphas, rtol=1e-6)
+    flat = dict(jax.tree_util.tree_flatten_with_path(no_weights_params)[0])
+    reference = dict(jax.tree_util.tree_flatten_with_path(d_params)[0])
+    mixed_kernels = [k for k in flat if 'mixed_op' in jax.tree_util.keystr(k)
+                     and 'skip_connect' not in jax.tree_util.keystr(k)]
+    assert mixed_kernels
+    for path, value in flat.items():
+        if path in mixed_kernels:
+            assert not np.any(np.asarray(value)), jax.tree_util.keystr(path)
+        else:
+            np.testing.assert_allclose(value, reference[path], rtol=1e-6, atol=1e-7)
+    assert any(np.any(np.asarray(reference[k])) for k in mixed_kernels)
+
+
 def _residual_bytes(fn, params) -> int:
     """Bytes the VJP of ``fn`` keeps from its forward pass: the leaves of the VJP closure,
     shapes only (traced, never compiled)."""

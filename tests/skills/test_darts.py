@@ -95,6 +95,33 @@ def test_finite_difference_is_the_official_darts_second_order(tiny):
                              atol=1e-6)
 
 
+def test_finite_difference_step_moves_alphas_by_the_official_formula(tiny):
+  # The step runs its gradients through one loop body (core.gradient_loop);
+  # its alphas must take the architecture optimizer's step along the
+  # official hypergradient all the same.
+  t = tiny
+  program, state = t['program'], t['state']
+  assert core.gradient_loop.applies(program, method='finite_difference',
+                                    order='validation_first')
+  step = core.make_step(program, method='finite_difference')
+  key = jax.random.PRNGKey(5)
+  new, metrics = step(state, t['batches'], key)
+  official = jax.jit(lambda s: _official_darts_second_order(
+      t['net'], t['config'], t['schedule'], s, t['batches'],
+      OFFICIAL_EPSILON))(state)
+  alphas_set = program.sets['alphas']
+  updates, _ = alphas_set.optimizer.update(
+      official, state.opt_states['alphas'], state.params['alphas'])
+  expected = optax.apply_updates(state.params['alphas'], updates)
+  np.testing.assert_allclose(_flat(new.params['alphas']), _flat(expected),
+                             rtol=1e-4, atol=1e-6)
+  assert float(jnp.abs(_flat(new.params['alphas']) -
+                       _flat(state.params['alphas'])).max()) > 1e-4
+  # Adam's step hides the gradient's scale; its norm shows it.
+  assert float(metrics['hypergrad/alphas/norm']) == pytest.approx(
+      float(optax.global_norm(official)), rel=1e-3)
+
+
 @pytest.mark.slow  # ~3 min of compiles; the core's chain tests and LPT's
 # linear-testee test cover exact-vs-FD agreement in the default run.
 def test_exact_and_finite_difference_agree_as_epsilon_shrinks(tiny):

@@ -1,0 +1,160 @@
+"""The finite-difference fast path: the generic step's result, one gradient body."""
+
+import re
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from skillearn_jax import core
+from skillearn_jax.core import gradient_loop
+
+
+def _shared_loss(with_state: bool):
+  # One loss for the stage and the validation; w, a and b couple nonlinearly
+  # so that the mixed second derivatives the central difference takes are
+  # not zero.
+  def loss(p, batch, ctx):
+    w, a, b = p['w'], p['a'], p['b']
+    value = (0.5 * jnp.sum((w - a * batch['x']) ** 2) +
+             jnp.sum(jnp.sin(w * b) * batch['y']) + 0.1 * jnp.sum(a * b * w))
+    if not with_state:
+      return value
+    seen = ctx.model_state['seen'] + jnp.mean(batch['x'])
+    return core.LossOutput(value, model_state={'seen': seen},
+                           metrics={'mean_w': jnp.mean(w)})
+
+  return core.reads_needs_grad(loss)
+
+
+def _program(with_state=True, **stage_kw):
+  loss = _shared_loss(with_state)
+  return core.Program(
+      param_sets=[
+          core.ParamSet('w', optax.sgd(0.1, momentum=0.9), unroll_lr=0.3,
+                        unroll_momentum=0.9, unroll_weight_decay=0.01),
+          core.ParamSet('a', optax.adam(0.05)),
+          core.ParamSet('b', optax.sgd(0.05))],
+      stages=[core.Stage('train', active=['w'], supporting=['a', 'b'],
+                         loss=loss, **stage_kw)],
+      validation=core.Validation(loss, {'a': 'minimize', 'b': 'maximize'}))
+
+
+def _state(program, with_state=True):
+  params = {'w': jnp.array([0.5, 1.0, -0.4]), 'a': jnp.array([1.0, 0.2, 0.7]),
+            'b': jnp.array([0.1, 0.4, -0.3])}
+  return core.init_state(program, params,
+                         {'seen': jnp.zeros(())} if with_state else None)
+
+
+def _batches(step, val_rows=None):
+  rng = np.random.default_rng(step)
+  make = lambda shape: {'x': jnp.asarray(rng.normal(size=shape), jnp.float32),
+                        'y': jnp.asarray(rng.normal(size=shape), jnp.float32)}
+  return {'train': make(3), 'val': make(3 if val_rows is None else
+                                        (val_rows, 3))}
+
+
+def _run(program, state, steps, val_rows=None, **kw):
+  step = core.make_step(program, method='finite_difference', **kw)
+  for i in range(steps):
+    state, metrics = step(state, _batches(i, val_rows),
+                          jax.random.fold_in(jax.random.PRNGKey(0), i))
+  return state, metrics
+
+
+@pytest.mark.parametrize('with_state', [True, False])
+def test_three_steps_equal_the_generic_step(with_state):
+  program = _program(with_state)
+  assert gradient_loop.applies(program, method='finite_difference',
+                               order='validation_first')
+  state = _state(program, with_state)
+  looped, m_looped = _run(program, state, 3)
+  generic, m_generic = _run(program, state, 3, gradient_loop=False)
+  # the momentum buffer must have been used (second and third unrolls)
+  assert float(jnp.abs(generic.opt_states['w'][0].trace).max()) > 0
+  chex.assert_trees_all_close(looped, generic, rtol=1e-5, atol=1e-6)
+  assert set(m_looped) == set(m_generic)
+  chex.assert_trees_all_close(m_looped, m_generic, rtol=1e-5, atol=1e-6)
+
+
+def test_batches_of_other_shapes_take_the_generic_step():
+  program = _program()
+  state = _state(program)
+  looped, _ = _run(program, state, 2, val_rows=2)
+  generic, _ = _run(program, state, 2, val_rows=2, gradient_loop=False)
+  chex.assert_trees_all_close(looped, generic, rtol=1e-6)
+
+
+def test_applies_only_to_darts_shaped_finite_difference_steps():
+  program = _program()
+  fd = dict(method='finite_difference', order='validation_first')
+  for method in ('exact', 'implicit', 'first_order'):
+    assert not gradient_loop.applies(program, method=method,
+                                     order='validation_first')
+  assert not gradient_loop.applies(program, method='finite_difference',
+                                   order='stages_first')
+  assert not gradient_loop.applies(_program(unroll_steps=2), **fd)
+  assert not gradient_loop.applies(
+      _program(interaction=lambda p, b, c: jnp.sum(p['w']), gamma=0.1), **fd)
+  other = core.Program(
+      param_sets=program.param_sets, stages=program.stages,
+      validation=core.Validation(_shared_loss(True), {'a': 'minimize',
+                                                      'b': 'maximize'}))
+  assert not gradient_loop.applies(other, **fd)   # a different loss object
+  unmarked = lambda p, b, c: jnp.sum(p['w'] * p['a'] * p['b'])
+  assert not gradient_loop.applies(core.Program(
+      param_sets=program.param_sets,
+      stages=[core.Stage('train', active=['w'], supporting=['a', 'b'],
+                         loss=unmarked)],
+      validation=core.Validation(unmarked, {'a': 'minimize', 'b': 'maximize'})),
+                                   **fd)   # it does not read ctx.needs_grad
+
+
+def _tiny_supernet_step(gradient_loop_on):
+  from configs import common   # pylint: disable=import-outside-toplevel
+  from skillearn_jax.skills import darts   # pylint: disable=import-outside-toplevel
+  config = common.base_config('darts')
+  common.darts_search_blocks(config)
+  config.net.layers, config.net.nodes, config.net.channels = 2, 2, 4
+  config.net.multiplier = 2
+  net = darts.make_supernet(config.net, 3)
+  program, _ = darts.darts_program(net, config, steps_per_epoch=10)
+  weights, alphas, stats = darts.init_supernet(net, jax.random.PRNGKey(0),
+                                               (8, 8, 3), 2)
+  state = core.init_state(program, {darts.WEIGHTS: weights,
+                                    darts.ALPHAS: alphas},
+                          {'batch_stats': stats})
+  rng = np.random.default_rng(0)
+  batch = lambda: {'image': jnp.asarray(rng.normal(size=(4, 8, 8, 3)),
+                                        jnp.float32),
+                   'label': jnp.asarray(rng.integers(0, 3, 4), jnp.int32)}
+  batches = [{'train': batch(), 'val': batch()} for _ in range(2)]
+  step = core.make_step(program, method='finite_difference',
+                        gradient_loop=gradient_loop_on)
+  return step, state, batches
+
+
+def test_supernet_steps_equal_the_generic_step_and_compile_once():
+  step, state, batches = _tiny_supernet_step(True)
+  generic, _, _ = _tiny_supernet_step(False)
+  s_loop, s_generic = state, state
+  for i, batch in enumerate(batches):
+    key = jax.random.PRNGKey(i)
+    s_loop, m_loop = step(s_loop, batch, key)
+    s_generic, m_generic = generic(s_generic, batch, key)
+  assert step._cache_size() == 1   # the second step did not retrace
+  chex.assert_trees_all_close(s_loop.params, s_generic.params, rtol=1e-3,
+                              atol=1e-5)
+  chex.assert_trees_all_close(m_loop, m_generic, rtol=1e-4, atol=1e-6)
+  # The network's backward pass is in the program once, not five times:
+  # count the depthwise kernel gradients (grouped convolutions) XLA keeps
+  # (three copies written out: the +/- pair keeps none).
+  count = lambda f: len(re.findall(
+      r'convolution\(.*feature_group_count',
+      f.lower(state, batches[0], jax.random.PRNGKey(0)).compile().as_text()))
+  looped, written_out = count(step), count(generic)
+  assert 0 < looped and 3 * looped <= written_out, (looped, written_out)
