@@ -194,7 +194,7 @@ def test_gradients_match_plain_formulation_without_remat(tiny_setup):
 
 
 def test_grad_gates_skip_only_the_gradients_they_turn_off(tiny_setup):
-    """Gates on give the ungated gradients exactly; the alphas gate off zeros the alphas'
+    """Gates on give the ungated gradients (to rounding); the alphas gate off zeros the alphas'
     gradient only; the weights gate off zeros the mixed ops' kernel gradients only (the stem,
     preprocessing and classifier keep theirs), whatever the gates are at run time."""
     net, x, alphas, variables = tiny_setup
@@ -208,13 +208,15 @@ def test_grad_gates_skip_only_the_gradients_they_turn_off(tiny_setup):
         return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables['params'], alphas, gates)
 
     gates = lambda w, a: {'weights': jnp.asarray(w), 'alphas': jnp.asarray(a)}
+    # the gated code sits in its own computations, so XLA may round differently
+    close = dict(rtol=1e-4, atol=1e-7)
     d_params, d_alphas = grads(None)
-    chex.assert_trees_all_close(grads(gates(True, True)), (d_params, d_alphas), rtol=1e-6)
+    chex.assert_trees_all_close(grads(gates(True, True)), (d_params, d_alphas), **close)
     no_alpha = grads(gates(True, False))
-    chex.assert_trees_all_close(no_alpha[0], d_params, rtol=1e-6)
+    chex.assert_trees_all_close(no_alpha[0], d_params, **close)
     chex.assert_trees_all_equal(no_alpha[1], jax.tree.map(jnp.zeros_like, d_alphas))
     no_weights_params, no_weights_alphas = grads(gates(False, True))
-    chex.assert_trees_all_close(no_weights_alphas, d_alphas, rtol=1e-6)
+    chex.assert_trees_all_close(no_weights_alphas, d_alphas, **close)
     flat = dict(jax.tree_util.tree_flatten_with_path(no_weights_params)[0])
     reference = dict(jax.tree_util.tree_flatten_with_path(d_params)[0])
     mixed_kernels = [k for k in flat if 'mixed_op' in jax.tree_util.keystr(k)
@@ -224,7 +226,7 @@ def test_grad_gates_skip_only_the_gradients_they_turn_off(tiny_setup):
         if path in mixed_kernels:
             assert not np.any(np.asarray(value)), jax.tree_util.keystr(path)
         else:
-            np.testing.assert_allclose(value, reference[path], rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(value, reference[path], **close)
     assert any(np.any(np.asarray(reference[k])) for k in mixed_kernels)
 
 
