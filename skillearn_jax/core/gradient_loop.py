@@ -7,7 +7,7 @@ differences. Such a step evaluates the network's gradient five times: the
 unrolled step (stage batch), the validation gradient, the +/- pair of the
 central difference and the real update of the stage's sets. Written out, XLA
 inlines and compiles a copy of the network's backward pass for each. Here
-they are the iterations of one `lax.fori_loop` around one gradient of the
+they are the iterations of one `lax.scan` around one gradient of the
 shared loss: `lax.switch` picks each iteration's inputs and what it does with
 the result, and `LossContext.needs_grad` tells the loss which gradients the
 iteration discards. The loss must skip those at run time (the DARTS supernet
@@ -36,6 +36,8 @@ tree_map = jax.tree_util.tree_map
 # First order was tried too: its two gradients (the alphas' alone, the
 # weights' alone) share little code, and one body saved 1 s of a 26 s compile.
 METHODS = ('finite_difference',)
+# The iterations, in order.
+SOLVE, VALIDATE, PLUS, MINUS, UPDATE = range(5)
 
 
 class _Phase(NamedTuple):
@@ -105,12 +107,13 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
       return {**carry, 'solution': solution}
 
     def validate(carry, value, aux, g_stage, g_hyper):
+      del value, aux
       # the adjoint of the unrolled step's input: -xi times the solution's
       direction = {n: tree_map(lambda a, xi=rule.xi[n]: 0.0 - xi * a,
                                g_stage[n]) for n in stage_sets}
       return {**carry, 'direction': direction,
               'r': hg.fd_radius(direction, options.fd_epsilon),
-              'hyper_grads': g_hyper, 'val_value': value, 'val_aux': aux}
+              'hyper_grads': g_hyper}
 
     def plus(carry, value, aux, g_stage, g_hyper):
       del value, aux, g_stage
@@ -128,19 +131,21 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
               'opt_states': new_opt}
 
     def update(carry, value, aux, g_stage, g_hyper):
-      del g_hyper
+      del value, aux, g_hyper
       active, opt_states = dict(carry['active']), dict(carry['opt_states'])
       for n in stage_sets:
         active[n], opt_states[n] = updates.apply_update(
             sets[n], g_stage[n], opt_states[n], active[n])
       return {**carry, 'active': active, 'opt_states': opt_states,
-              'stage_value': value, 'stage_aux': aux, 'stage_grads': g_stage}
+              'stage_grads': g_stage}
 
     phases = [_Phase('active', False, 'chain', True, False, solve),
               _Phase('solution', True, 'val', True, True, validate),
               _Phase('plus', False, 'chain', False, True, plus),
               _Phase('minus', False, 'chain', False, True, minus),
               _Phase('active', False, 'stage', True, False, update)]
+    assert [p.then for p in phases] == [  # SOLVE, VALIDATE, PLUS, MINUS, UPDATE
+        solve, validate, plus, minus, update]
     phase_keys = jnp.stack([keys[p.key] for p in phases])
     on_val = jnp.asarray([p.on_val for p in phases])
     keeps_stage = jnp.asarray([p.keeps_stage for p in phases])
@@ -163,45 +168,40 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
                              needs)
       return at, batch, ctx
 
-    def body(i, carry):
+    def body(carry, i):
       at, batch, ctx = inputs(i, carry)
       (value, aux), (g_stage, g_hyper) = gradient(at, carry['hyper'], batch,
                                                   ctx)
-      if aux[0] is None:   # the loss keeps no model state
-        aux = (carry['stage_aux'][0], aux[1])
-      return lax.switch(i, [p.then for p in phases], carry, value, aux,
-                        g_stage, g_hyper)
+      carry = lax.switch(i, [p.then for p in phases], carry, value, aux,
+                         g_stage, g_hyper)
+      # Each iteration's value and aux are stacked by the scan, so the carry
+      # needs no slot whose shape only a trace of the network would tell.
+      return carry, (value, aux)
 
     active = {n: params[n] for n in stage_sets}
     hyper = {n: params[n] for n in hyper_sets}
-    zeros = lambda tree: tree_map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
+    zeros = lambda tree: tree_map(jnp.zeros_like, tree)
     carry = {'active': active, 'solution': active, 'direction': zeros(active),
-             'r': jnp.zeros((), jnp.float32)}
-    # The forward pass's shapes (the gradients have their sets'): tracing the
-    # gradient here too would trace the network's backward pass twice.
-    value0, aux0 = jax.eval_shape(objective, active, hyper, stage_batch,
-                                  inputs(jnp.int32(0), carry)[2])
-    g_stage0, g_hyper0 = active, hyper
-    aux0 = (state.model_state if aux0[0] is None else zeros(aux0[0]),
-            zeros(aux0[1]))
-    carry.update({
-        'hyper': hyper, 'opt_states': dict(state.opt_states),
-        'direction': zeros(g_stage0), 'hyper_grads': zeros(g_hyper0),
-        'plus_grads': zeros(g_hyper0), 'val_value': zeros(value0),
-        'val_aux': aux0, 'stage_value': zeros(value0), 'stage_aux': aux0,
-        'stage_grads': zeros(g_stage0)})
-    carry = lax.fori_loop(0, len(phases), body, carry)
+             'r': jnp.zeros((), jnp.float32), 'hyper': hyper,
+             'opt_states': dict(state.opt_states), 'hyper_grads': zeros(hyper),
+             'plus_grads': zeros(hyper), 'stage_grads': zeros(active)}
+    carry, (values, auxes) = lax.scan(body, carry,
+                                      jnp.arange(len(phases), dtype=jnp.int32))
+    at = lambda tree, i: tree_map(lambda x: x[i], tree)
+    (model_state, stage_metrics), val_aux = at(auxes, UPDATE), at(auxes,
+                                                                  VALIDATE)
+    if model_state is None:   # the loss keeps no model state
+      model_state = state.model_state
 
     metrics = {f'{stage.name}/grad_norm/{n}': optax.global_norm(
         carry['stage_grads'][n]) for n in stage_sets}
-    metrics.update({f'{stage.name}/{k}': v
-                    for k, v in carry['stage_aux'][1].items()})
-    metrics.update(hg.validation_metrics(carry['val_value'], carry['val_aux'],
+    metrics.update({f'{stage.name}/{k}': v for k, v in stage_metrics.items()})
+    metrics.update(hg.validation_metrics(values[VALIDATE], val_aux,
                                          carry['hyper_grads']))
     new_state = state._replace(
         step=state.step + 1,
         params={**params, **carry['active'], **carry['hyper']},
-        opt_states=carry['opt_states'], model_state=carry['stage_aux'][0])
+        opt_states=carry['opt_states'], model_state=model_state)
     return new_state, metrics
 
   return step
