@@ -13,8 +13,8 @@ from skillearn_jax.core.program import (DIRECTIONS, LossContext, LossOutput,
                                         Validation, reads_needs_grad)
 
 __all__ = [
-    'DIRECTIONS', 'METHODS', 'gradient_loop', 'ORDERS', 'HypergradientOptions', 'LossContext',
+    'DIRECTIONS', 'METHODS', 'ORDERS', 'HypergradientOptions', 'LossContext',
     'LossOutput', 'ParamSet', 'Program', 'ProgramError', 'ProgramState',
-    'Stage', 'Validation', 'hypergradient', 'init_state', 'make_step',
-    'reads_needs_grad'
+    'Stage', 'Validation', 'gradient_loop', 'hypergradient', 'init_state',
+    'make_step', 'reads_needs_grad'
 ]

@@ -67,7 +67,7 @@ def applies(program: prog.Program, *, method: str, order: str) -> bool:
 
 
 def _same_shapes(a, b) -> bool:
-  shapes = lambda t: jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), t)
+  shapes = lambda t: tree_map(lambda x: (x.shape, x.dtype), t)
   return (jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
           and shapes(a) == shapes(b))
 
@@ -187,9 +187,9 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
              'plus_grads': zeros(hyper), 'stage_grads': zeros(active)}
     carry, (values, auxes) = lax.scan(body, carry,
                                       jnp.arange(len(phases), dtype=jnp.int32))
-    at = lambda tree, i: tree_map(lambda x: x[i], tree)
-    (model_state, stage_metrics), val_aux = at(auxes, UPDATE), at(auxes,
-                                                                  VALIDATE)
+    of_iteration = lambda i: tree_map(lambda x: x[i], auxes)
+    (model_state, stage_metrics), val_aux = (of_iteration(UPDATE),
+                                             of_iteration(VALIDATE))
     if model_state is None:   # the loss keeps no model state
       model_state = state.model_state
 

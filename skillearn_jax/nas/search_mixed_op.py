@@ -78,7 +78,7 @@ _gated.defvjp(_gated_forward, _gated_backward)
 def _mix(outputs, weights, *, indices, zeros_shape):
     """``sum_o weights[o] * outputs[o]`` over the non-zero ops (``indices``: their positions
     in ``weights``), from exact zeros, in primitive order."""
-    total = jnp.zeros(zeros_shape, outputs[0].dtype) if outputs else None
+    total = jnp.zeros(zeros_shape, outputs[0].dtype)
     for o, y in zip(indices, outputs):
         total = total + weights[o] * y
     return total

@@ -62,7 +62,7 @@ def _jit_train_apply(net):
   # backward are jits too: every gradient in a step binds the same traced
   # forward and backward instead of linearizing and transposing the network
   # again. XLA still inlines each use and drops the cotangents it does not
-  # need (the weights' in the +/- alpha gradients of finite difference).
+  # need; inside core.gradient_loop's one body, `grad_gates` skips them.
   def apply_with_gates(variables, images, alphas, grad_gates):
     gated = {} if grad_gates is None else {'grad_gates': grad_gates}
     return net.apply(variables, images, alphas, train=True,
@@ -124,12 +124,17 @@ def classification_loss(net, *, weights: str | Sequence[str], alphas: str,
 
   apply = _train_apply(net)
   weight_sets = [weights] if isinstance(weights, str) else list(weights)
+  # The supernet skips the gradients a step discards; a network without
+  # `grad_gates` (a test's linear testee, say) computes them all.
+  gates_supported = 'grad_gates' in inspect.signature(
+      type(net).__call__).parameters
 
   def loss(params, batch, ctx):
     variables = {'params': merged_params(params, weights),
                  'batch_stats': ctx.model_state[stats]}
-    logits, updates = apply(variables, batch['image'], params[alphas],
-                            grad_gates(ctx.needs_grad, weight_sets, alphas))
+    gates = (grad_gates(ctx.needs_grad, weight_sets, alphas)
+             if gates_supported else None)
+    logits, updates = apply(variables, batch['image'], params[alphas], gates)
     ce = optax.softmax_cross_entropy_with_integer_labels(
         logits, batch['label']).mean()
     acc = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
@@ -138,11 +143,7 @@ def classification_loss(net, *, weights: str | Sequence[str], alphas: str,
     return core.LossOutput(ce, model_state=model_state,
                            metrics={'accuracy': acc})
 
-  # The supernet skips the gradients a step discards; a network without
-  # `grad_gates` (a test's linear testee, say) computes them all.
-  if 'grad_gates' in inspect.signature(type(net).__call__).parameters:
-    return core.reads_needs_grad(loss)
-  return loss
+  return core.reads_needs_grad(loss) if gates_supported else loss
 
 
 def search_streams(config, *, dataset: str | None = None, seed_offset: int = 0):
