@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from skillearn_jax.core import flat_sets
 from skillearn_jax.core import hypergradients as hg
 from skillearn_jax.core import program as prog
 from skillearn_jax.core import unroll as unroll_lib
@@ -81,15 +82,27 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
   stage_sets, hyper_sets = tuple(stage.active), program.validation_sets
   sets = program.sets
 
-  def objective(active, hyper, batch, ctx):
-    return unroll_lib.stage_objective(stage, {**hyper, **active}, batch, ctx)
-
-  gradient = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)
-
   def step(state, batches, key):
     stage_batch, val_batch = batches[stage.data_key], batches[validation.data]
     if not _same_shapes(stage_batch, val_batch):
       return fallback(state, batches, key)
+    # Every set the loop carries is one vector where that is faithful: per
+    # leaf, each update would be a kernel and each carried tree a buffer of
+    # its own (flat_sets). The loss gets the trees back.
+    flat = {n: flat_sets.ravel(state.params[n], state.opt_states[n],
+                               sets[n].optimizer)
+            for n in (*stage_sets, *hyper_sets)}
+    flat = {n: f for n, f in flat.items() if f is not None}
+    params = {**state.params, **{n: f.params for n, f in flat.items()}}
+    opt_states = {**state.opt_states,
+                  **{n: f.opt_state for n, f in flat.items()}}
+
+    def objective(active, hyper, batch, ctx):
+      trees = {n: flat[n].unravel_params(v) if n in flat else v
+               for n, v in {**hyper, **active}.items()}
+      return unroll_lib.stage_objective(stage, trees, batch, ctx)
+
+    gradient = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)
     val_key, stage_key = jax.random.split(key)
     # The generic step's keys: its chain of stages folds the validation key
     # with the stage's index (0), its validation objective with the number
@@ -97,8 +110,7 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
     keys = {'chain': jax.random.fold_in(val_key, 0),
             'val': jax.random.fold_in(val_key, 1),
             'stage': jax.random.fold_in(stage_key, 0)}
-    params = state.params
-    rule = unroll_lib.unroll_rule(program, stage_sets, state.opt_states, params,
+    rule = unroll_lib.unroll_rule(program, stage_sets, opt_states, params,
                                   state.step)
 
     def solve(carry, value, aux, g_stage, g_hyper):
@@ -183,7 +195,7 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
     zeros = lambda tree: tree_map(jnp.zeros_like, tree)
     carry = {'active': active, 'solution': active, 'direction': zeros(active),
              'r': jnp.zeros((), jnp.float32), 'hyper': hyper,
-             'opt_states': dict(state.opt_states), 'hyper_grads': zeros(hyper),
+             'opt_states': opt_states, 'hyper_grads': zeros(hyper),
              'plus_grads': zeros(hyper), 'stage_grads': zeros(active)}
     carry, (values, auxes) = lax.scan(body, carry,
                                       jnp.arange(len(phases), dtype=jnp.int32))
@@ -198,10 +210,14 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
     metrics.update({f'{stage.name}/{k}': v for k, v in stage_metrics.items()})
     metrics.update(hg.validation_metrics(values[VALIDATE], val_aux,
                                          carry['hyper_grads']))
-    new_state = state._replace(
-        step=state.step + 1,
-        params={**params, **carry['active'], **carry['hyper']},
-        opt_states=carry['opt_states'], model_state=model_state)
+    new_params = {**state.params, **carry['active'], **carry['hyper']}
+    new_opt_states = dict(carry['opt_states'])
+    for n, f in flat.items():
+      new_params[n] = f.unravel_params(new_params[n])
+      new_opt_states[n] = f.unravel_opt_state(new_opt_states[n])
+    new_state = state._replace(step=state.step + 1, params=new_params,
+                               opt_states=new_opt_states,
+                               model_state=model_state)
     return new_state, metrics
 
   return step

@@ -19,6 +19,8 @@ def _shared_loss(with_state: bool):
   # not zero.
   def loss(p, batch, ctx):
     w, a, b = p['w'], p['a'], p['b']
+    if isinstance(w, dict):   # w held as two leaves
+      w = jnp.concatenate([w['head'], w['tail']])
     value = (0.5 * jnp.sum((w - a * batch['x']) ** 2) +
              jnp.sum(jnp.sin(w * b) * batch['y']) + 0.1 * jnp.sum(a * b * w))
     if not with_state:
@@ -43,9 +45,10 @@ def _program(with_state=True, **stage_kw):
       validation=core.Validation(loss, {'a': 'minimize', 'b': 'maximize'}))
 
 
-def _state(program, with_state=True):
-  params = {'w': jnp.array([0.5, 1.0, -0.4]), 'a': jnp.array([1.0, 0.2, 0.7]),
-            'b': jnp.array([0.1, 0.4, -0.3])}
+def _state(program, with_state=True, split_w=False):
+  w = jnp.array([0.5, 1.0, -0.4])
+  params = {'w': {'head': w[:1], 'tail': w[1:]} if split_w else w,
+            'a': jnp.array([1.0, 0.2, 0.7]), 'b': jnp.array([0.1, 0.4, -0.3])}
   return core.init_state(program, params,
                          {'seen': jnp.zeros(())} if with_state else None)
 
@@ -66,16 +69,20 @@ def _run(program, state, steps, val_rows=None, **kw):
   return state, metrics
 
 
-@pytest.mark.parametrize('with_state', [True, False])
-def test_three_steps_equal_the_generic_step(with_state):
+@pytest.mark.parametrize('with_state,split_w', [(True, False),
+                                               (False, False), (True, True)])
+def test_three_steps_equal_the_generic_step(with_state, split_w):
+  # split_w: w is two leaves, so the loop carries it as one vector
+  # (flat_sets) and must hand back the trees and their optimizer state.
   program = _program(with_state)
   assert gradient_loop.applies(program, method='finite_difference',
                                order='validation_first')
-  state = _state(program, with_state)
+  state = _state(program, with_state, split_w)
   looped, m_looped = _run(program, state, 3)
   generic, m_generic = _run(program, state, 3, gradient_loop=False)
   # the momentum buffer must have been used (second and third unrolls)
-  assert float(jnp.abs(generic.opt_states['w'][0].trace).max()) > 0
+  assert max(float(jnp.abs(x).max()) for x in jax.tree_util.tree_leaves(
+      generic.opt_states['w'][0].trace)) > 0
   chex.assert_trees_all_close(looped, generic, rtol=1e-5, atol=1e-6)
   assert set(m_looped) == set(m_generic)
   chex.assert_trees_all_close(m_looped, m_generic, rtol=1e-5, atol=1e-6)
@@ -147,6 +154,12 @@ def test_supernet_steps_equal_the_generic_step_and_compile_once():
     s_loop, m_loop = step(s_loop, batch, key)
     s_generic, m_generic = generic(s_generic, batch, key)
   assert step._cache_size() == 1   # the second step did not retrace
+  # The loop carries the weights as one vector (flat_sets), not leaf by leaf.
+  jaxpr = jax.make_jaxpr(step)(state, batches[0], jax.random.PRNGKey(0))
+  scans = [e for e in jaxpr.eqns[0].params['jaxpr'].eqns
+           if e.primitive.name == 'scan']
+  weight_leaves = len(jax.tree_util.tree_leaves(state.params['weights']))
+  assert scans and max(e.params['num_carry'] for e in scans) < weight_leaves
   chex.assert_trees_all_close(s_loop.params, s_generic.params, rtol=1e-3,
                               atol=1e-5)
   chex.assert_trees_all_close(m_loop, m_generic, rtol=1e-4, atol=1e-6)
