@@ -84,6 +84,11 @@ def _official_darts_second_order(net, c, schedule, state, batches, eps):
                                 d_alpha, gp, gm)
 
 
+# ~75 s of compiles on a host without AVX-512. In the default run the step's
+# own official-formula test below covers it (DARTS steps go through the
+# gradient loop), and tests/core/test_gradient_loop.py checks that the loop
+# equals this generic finite difference on the same tiny supernet.
+@pytest.mark.slow
 def test_finite_difference_is_the_official_darts_second_order(tiny):
   t = tiny
   ours = _hypergrad(t['program'], t['state'], t['batches'],
