@@ -72,10 +72,9 @@ def ravel(params: PyTree, opt_state: PyTree,
     return None
 
   def unravel_opt_state(state):
-    parts = jax.tree_util.tree_flatten(state)[0]
     return jax.tree_util.tree_unflatten(
         state_def, [unravel_params(x) if m else x
-                    for x, m in zip(parts, marks)])
+                    for x, m in zip(jax.tree_util.tree_leaves(state), marks)])
 
   return FlatSet(flat, flat_state, unravel_params, unravel_opt_state)
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from skillearn_jax.core import flat_sets
 
@@ -52,7 +53,7 @@ def test_updates_on_the_vector_equal_updates_on_the_tree(name):
   for i in range(2, 5):
     updates, tree_state = optimizer.update(_grads(i), tree_state, tree_params)
     tree_params = optax.apply_updates(tree_params, updates)
-    flat_grads = jax.flatten_util.ravel_pytree(_grads(i))[0]
+    flat_grads = ravel_pytree(_grads(i))[0]
     updates, vec_state = optimizer.update(flat_grads, vec_state, vec)
     vec = optax.apply_updates(vec, updates)
   # a global norm sums in another order: equal to float rounding
