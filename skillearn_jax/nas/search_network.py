@@ -5,11 +5,12 @@ mixed ops, the architecture-parameter pytree (``init_alphas``: ``{'normal', 'red
 ``(num_edges(nodes), len(primitives))``, passed to the network as an argument and softmaxed
 over ops inside it) and the DARTS edge numbering (``num_edges``, ``cell_edges``: node i reads
 every earlier state, edges node-major). The computation equals the official DARTS supernet;
-what differs is its shape for the compiler: a cell's edges are not unrolled but run by
-``nn.scan`` over a stacked edge-parameter pytree, so each mixed op is traced once per cell (twice
-for a reduction cell: its stride-2 input edges, then its stride-1 node-to-node edges), which
-keeps the program small enough to compile a second-order DARTS step in seconds rather than
-minutes.
+what differs is its shape for the compiler: a cell's edges are not unrolled but scanned over a
+stacked edge-parameter pytree, so each mixed op is traced once per cell (twice for a reduction
+cell: its stride-2 input edges, then its stride-1 node-to-node edges), and once per pair of
+cells of equal shapes (the scan is one jitted function per configuration, whose trace JAX
+caches), which keeps the program small enough to compile a second-order DARTS step in seconds
+rather than minutes.
 """
 from __future__ import annotations
 
@@ -92,17 +93,52 @@ class _EdgeStep(nn.Module):
         return lax.dynamic_update_index_in_dim(buffer, updated, target, 0), None
 
 
-def _edge_scan(buffer, edges, inputs, name: str, remat: bool = False, grad_gates=None,
-               **step_fields):
+def _edge_scan(cell: nn.Module, buffer, edges, inputs, name: str, remat: bool = False,
+               grad_gates=None, **step_fields):
     """Run ``_EdgeStep`` over ``edges`` = (sources, targets, weights), one stacked set of
-    variables per edge; with ``remat`` the backward pass recomputes each edge's mixed op from
-    its input instead of keeping its intermediates."""
-    scanned = nn.scan(_EdgeStep, variable_axes={'params': 0, 'batch_stats': 0},
-                      split_rngs={'params': True}, in_axes=(0, nn.broadcast, nn.broadcast),
-                      length=len(edges[0]))
-    buffer, _ = scanned(name=name, read_inputs=inputs is not None, remat=remat, **step_fields)(
-        buffer, edges, jnp.zeros(()) if inputs is None else inputs, grad_gates)
+    variables per edge (``cell``'s subtree ``name``); with ``remat`` the backward pass
+    recomputes each edge's mixed op from its input instead of keeping its intermediates.
+
+    ``nn.scan`` creates the variables; once they exist, the scan runs as ``_shared_scan``,
+    one jitted function per edge-step configuration, so cells of equal shapes (the 8-cell
+    supernet's pairs 0/1, 3/4, 6/7) share one trace and JAX transforms it once per derivative
+    instead of once per cell (README speed item 21)."""
+    fields = dict(read_inputs=inputs is not None, remat=remat, **step_fields)
+    inputs = jnp.zeros(()) if inputs is None else inputs
+    if cell.is_initializing():
+        scanned = nn.scan(_EdgeStep, variable_axes={'params': 0, 'batch_stats': 0},
+                          split_rngs={'params': True}, in_axes=(0, nn.broadcast, nn.broadcast),
+                          length=len(edges[0]))
+        buffer, _ = scanned(name=name, **fields)(buffer, edges, inputs, grad_gates)
+        return buffer
+    variables = {col: cell.variables[col][name] for col in ('params', 'batch_stats')
+                 if name in cell.variables.get(col, {})}
+    update_stats = fields['train'] and cell.is_mutable_collection('batch_stats')
+    buffer, stats = _shared_scan(update_stats=update_stats, **fields)(
+        variables, buffer, edges, inputs, grad_gates)
+    if update_stats:
+        cell.put_variable('batch_stats', name, stats)
     return buffer
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_scan(update_stats: bool, **fields):
+    """``lax.scan`` of one ``_EdgeStep`` configuration over stacked per-edge variables, as
+    ``nn.scan`` runs it once the variables exist, under ``jax.jit``: its trace is cached per
+    input shapes, and the derivatives of a cached trace are cached too."""
+    step = _EdgeStep(**fields)
+    mutable = ['batch_stats'] if update_stats else False
+
+    def run(variables, buffer, edges, inputs, grad_gates):
+        def body(buffer, edge_and_variables):
+            edge, edge_variables = edge_and_variables
+            out = step.apply(edge_variables, buffer, edge, inputs, grad_gates, mutable=mutable)
+            (buffer, _), updates = out if update_stats else (out, {})
+            return buffer, updates.get('batch_stats')
+
+        return lax.scan(body, buffer, (edges, variables))
+
+    return jax.jit(run)
 
 
 def _edge_arrays(edges, weights, source_offset: int, target_offset: int):
@@ -153,8 +189,8 @@ class SearchCell(nn.Module):
         if not self.reduction:
             states = jnp.concatenate([jnp.stack([s0, s1]),
                                       jnp.zeros((self.nodes,) + s1.shape, s1.dtype)])
-            states = _edge_scan(states, _edge_arrays(edges, weights, 0, NUM_INPUT_STATES), None,
-                                'edges', stride=1, **step_kw)
+            states = _edge_scan(self, states, _edge_arrays(edges, weights, 0, NUM_INPUT_STATES),
+                                None, 'edges', stride=1, **step_kw)
             nodes = states[NUM_INPUT_STATES:]
         else:
             is_input = np.array([s < NUM_INPUT_STATES for s, _ in edges])
@@ -162,11 +198,11 @@ class SearchCell(nn.Module):
             node_edges = [e for e, keep in zip(edges, is_input) if not keep]
             n, h, w, _ = s1.shape
             nodes = jnp.zeros((self.nodes, n, (h + 1) // 2, (w + 1) // 2, c), s1.dtype)
-            nodes = _edge_scan(nodes, _edge_arrays(input_edges, weights[is_input], 0, 0),
+            nodes = _edge_scan(self, nodes, _edge_arrays(input_edges, weights[is_input], 0, 0),
                                jnp.stack([s0, s1]), 'input_edges', stride=2, **step_kw)
             if node_edges:
                 nodes = _edge_scan(
-                    nodes, _edge_arrays(node_edges, weights[~is_input], NUM_INPUT_STATES, 0),
+                    self, nodes, _edge_arrays(node_edges, weights[~is_input], NUM_INPUT_STATES, 0),
                     None, 'node_edges', stride=1, **step_kw)
         return jnp.concatenate(list(nodes[self.nodes - self.multiplier:]), axis=-1)
 

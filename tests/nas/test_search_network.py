@@ -258,11 +258,43 @@ def test_remat_bounds_second_order_residuals(tiny_setup):
     net = tiny_setup[0]
     first, second = _first_and_second_order_residuals(net.clone(remat=True), tiny_setup)
     assert first > 0 and second <= 4 * first, (first, second)
-    with mock.patch.object(search_network, '_RematMixedOp',
-                           search_network._remat_mixed_op(search_network.MixedOp)):
-        first_single, second_single = _first_and_second_order_residuals(
-            net.clone(remat=True), tiny_setup)
+    # the edge scans' cached traces hold the nested remat: trace afresh under the patch and after
+    search_network._shared_scan.cache_clear()
+    try:
+        with mock.patch.object(search_network, '_RematMixedOp',
+                               search_network._remat_mixed_op(search_network.MixedOp)):
+            first_single, second_single = _first_and_second_order_residuals(
+                net.clone(remat=True), tiny_setup)
+    finally:
+        search_network._shared_scan.cache_clear()
     assert first_single == first and second_single > 4 * first, (first, second_single)
+
+
+def test_cells_of_equal_shapes_share_one_edge_scan_trace():
+    """Seven cells (reductions at 2 and 4): normal cells 0/1 and 5/6 have equal shapes, so
+    their edge scans trace once per pair; cell 3 and the two scans of each reduction cell are
+    their own. Seven traces of an edge step, not nine, and the variables are unchanged."""
+    net = SearchNetwork(channels=4, layers=7, nodes=2, multiplier=2)
+    x = jnp.zeros((2, 8, 8, 3))
+    alphas = init_alphas(jax.random.PRNGKey(0), nodes=2)
+    variables = jax.jit(lambda x: net.init(jax.random.PRNGKey(1), x, alphas, train=False))(x)
+    assert variables['params']['cell_1']['edges']['mixed_op']['sep_conv_3x3']['block1'][
+        'depthwise']['kernel'].shape == (num_edges(2), 3, 3, 1, 4)
+    search_network._shared_scan.cache_clear()
+    calls = []
+    original = search_network._EdgeStep.__call__
+
+    def counting(self, *args):
+        calls.append(self.stride)
+        return original(self, *args)
+
+    try:
+        with mock.patch.object(search_network._EdgeStep, '__call__', counting):
+            jax.jit(lambda v: net.apply(v, x, alphas, train=True, mutable=['batch_stats'])
+                    ).trace(variables)
+    finally:
+        search_network._shared_scan.cache_clear()
+    assert sorted(calls) == [1, 1, 1, 1, 1, 2, 2], calls
 
 
 def test_primitive_subset_changes_alpha_width_and_params():
