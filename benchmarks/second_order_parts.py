@@ -42,7 +42,7 @@ KERNEL_LOG = re.compile(r'ir_compiler\.cc:\d+\] Compiled LLVM module')
 
 
 def run_part(args, part: str) -> dict:
-  """Measures one part in this process; saves its mixed product to --out."""
+  """Measures one part in this process: one JSON-able row."""
   from skillearn_jax.run import xla_flags  # pylint: disable=import-outside-toplevel
   xla_flags.apply_defaults()  # as the CLI runs
   import jax  # pylint: disable=import-outside-toplevel
@@ -164,6 +164,7 @@ def main(argv=None):
     if 'error' not in row:
       row['kernels'] = count_kernels(proc.stderr)
     print(json.dumps(row), flush=True)
+
 
 if __name__ == '__main__':
   sys.path.insert(0, ROOT)
