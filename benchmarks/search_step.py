@@ -10,7 +10,8 @@ parts of compile_s, from `run.compile_watch`) and xla_temp_mb (XLA's temporary
 buffers for one step, from `memory_analysis()`: the step's own footprint,
 where peak_rss_mb also holds the compiler and the tracer) and gradient_loop
 (`--gradient_loop off` writes the finite-difference step's gradients out
-instead of sending them through one loop body). JAX runs first
+instead of sending them through one loop body) and exact_mode (`--exact_mode`,
+how the exact row computes its hypergradient). JAX runs first
 order, second order exact and second order finite difference; the PyTorch reference
 (../shared/bench/torch_darts_ref.py, needs `pip install torch==2.13.0`) runs
 orders 1 and 2 with the same settings in the same invocation. Each
@@ -74,8 +75,10 @@ def run_jax(args, method: str, order: int) -> dict:
           for _ in range(4)]
   batches = [{'train': pool[(2 * i) % 4], 'val': pool[(2 * i + 1) % 4]}
              for i in range(4)]
-  step = core.make_step(program, method=method, donate=True,
-                        gradient_loop=args.gradient_loop == 'on')
+  step = core.make_step(
+      program, method=method, donate=True,
+      options=core.HypergradientOptions(exact_mode=args.exact_mode),
+      gradient_loop=args.gradient_loop == 'on')
   key = jax.random.PRNGKey(0)
   with host_memory.Releaser(), compile_watch.CompileWatch() as watch:
     compiled = step.lower(state, batches[0], key).compile()
@@ -90,6 +93,7 @@ def run_jax(args, method: str, order: int) -> dict:
       times.append(time.perf_counter() - t0)
   return {'impl': 'jax', 'order': order, 'method': method,
           'gradient_loop': args.gradient_loop,
+          **({'exact_mode': args.exact_mode} if method == 'exact' else {}),
           'batch': args.batch, 'layers': args.layers,
           'channels': args.channels, 'compile_s': round(phases.wall_s, 3),
           'trace_s': round(phases.trace_s, 3),
@@ -140,6 +144,10 @@ def main(argv=None):
   ap.add_argument('--gradient_loop', choices=('on', 'off'), default='on',
                   help='Finite difference through one gradient loop body '
                   '(core.gradient_loop, the default) or written out.')
+  ap.add_argument('--exact_mode', default='forward_over_reverse',
+                  choices=('forward_over_reverse', 'reverse_over_reverse'),
+                  help='How the exact row computes its hypergradient '
+                  '(core.HypergradientOptions.exact_mode).')
   ap.add_argument('--only', default='', help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
   if args.only:  # child process: one JAX configuration

@@ -13,9 +13,10 @@ RSS is its own):
 - `mixed_reverse`: d/dalpha <grad_w L(w, alpha), v> by reverse over reverse
   (`jax.vjp` of the weights' gradient), the exact step's share;
 - `mixed_forward`: the same product by forward over reverse (`jax.jvp` of
-  the alphas' gradient along v). JAX cannot differentiate a `custom_vjp`
-  function in forward mode, and the supernet's convolutions are ones
-  (`nas/conv.py`), so this row reports the error when it fails.
+  the gradient w.r.t. weights and alphas along v, as the exact step's
+  default `exact_mode` takes it). Forward mode fails on a `custom_vjp` left
+  in a backward pass (as the convolutions of `nas/conv.py` were before README
+  speed item 22); the row then reports the error.
 Each row (one JSON line) has trace_s, lower_s, xla_s, median_s (of --iters
 runs after one warm-up), xla_temp_mb (`memory_analysis()`), peak_rss_mb and
 kernels: the distinct kernels XLA:CPU compiled for that program (identical
@@ -94,7 +95,8 @@ def run_part(args, part: str) -> dict:
       'mixed_reverse': lambda w, a, v: jax.vjp(
           lambda a: weights_grad(w, a), a)[1](v)[0],
       'mixed_forward': lambda w, a, v: jax.jvp(
-          lambda w: alphas_grad(w, a), (w,), (v,))[1],
+          lambda w: jax.grad(objective, argnums=(0, 1))(w, a, None), (w,),
+          (v,))[1][1],
   }
   inputs = (weights, alphas, direction)
   sys.stderr.write(COMPILE_MARK + '\n')

@@ -18,6 +18,7 @@ from skillearn_jax import core
 from skillearn_jax import skills
 from skillearn_jax.run import compare_hypergradients
 from skillearn_jax.run import config_check
+from skillearn_jax.run import search
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.',
                                           lock_config=True)
@@ -37,8 +38,7 @@ def main(argv):
   key = jax.random.PRNGKey(config.seed)
   params, model_state = setup.init(jax.random.fold_in(key, 0))
   state = core.init_state(setup.program, params, model_state)
-  options = core.HypergradientOptions(fd_epsilon=config.fd_epsilon,
-                                      neumann_steps=config.neumann_steps)
+  options = search.hypergradient_options(config)
   report = compare_hypergradients.compare(
       setup, state, setup.batches_at(_STEP.value),
       jax.random.fold_in(key, _STEP.value + 1), methods=_METHODS.value,

@@ -6,10 +6,12 @@ This module owns ``conv2d``, the one convolution every network here uses. Its va
   NHWC/HWIO/NHWC layout. XLA:CPU hands those to its Eigen kernels, while the weight-gradient
   convs JAX's own transpose rule emits (``f01b_i01o->01bf``) are compiled as naive loops
   inside ``lax.scan`` bodies: 40x slower than the unrolled program on a 14-step scan of 5x5
-  convs, and the reason a scanned supernet's backward pass took 60 s a step. So the VJP is
-  written out (``_valid_conv``'s rule), in terms of ``_valid_conv`` itself, which keeps second
-  derivatives (exact DARTS hypergradients) on the same path. Forward-mode autodiff is not
-  supported (``jax.custom_vjp``); Hessian-vector products go reverse-over-reverse;
+  convs, and the reason a scanned supernet's backward pass took 60 s a step. So the three
+  stride-1 convs here (dense, depthwise, and the depthwise kernel gradient) are primitives of
+  their own, each bilinear in its two arguments: its JVP is two calls of itself and its
+  transposes are written out in terms of the three, so derivatives of every order, reverse
+  over reverse or forward over reverse (exact hypergradients' jvp of a gradient), stay on
+  the same path (a ``jax.custom_vjp`` would have blocked forward mode);
 - stride s is the sum over the s x s polyphase components of the padded input of stride-1
   convs with the matching kernel phases; dilation 2 at even sizes is a stride-1 conv on the
   input's 2x2 polyphase components; other dilations dilate the kernel with zeros;
@@ -27,6 +29,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.core import ShapedArray
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 
 _DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 
@@ -37,25 +42,8 @@ def _pad_full(g, kernel):
     return jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
 
 
-@jax.custom_vjp
-def _valid_conv(x, kernel):
-    """Dense stride-1 'VALID' conv."""
+def _conv_valid_impl(x, kernel):
     return lax.conv_general_dilated(x, kernel, (1, 1), 'VALID', dimension_numbers=_DIMENSIONS)
-
-
-def _valid_conv_forward(x, kernel):
-    return _valid_conv(x, kernel), (x, kernel)
-
-
-def _valid_conv_backward(residuals, g):
-    x, kernel = residuals
-    d_x = _valid_conv(_pad_full(g, kernel), kernel[::-1, ::-1].transpose(0, 1, 3, 2))
-    # the kernel gradient as a conv over the batch: N <- input channels, C <- batch
-    d_kernel = _valid_conv(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3))
-    return d_x, d_kernel.transpose(1, 2, 0, 3)
-
-
-_valid_conv.defvjp(_valid_conv_forward, _valid_conv_backward)
 
 
 def _shifted_sum(x, kernel):
@@ -77,21 +65,7 @@ def _shifted_sum(x, kernel):
     return total
 
 
-@jax.custom_vjp
-def _depthwise_valid(x, kernel):
-    """Stride-1 'VALID' depthwise conv of ``x`` (B, H, W, C) with ``kernel`` (kh, kw, C)."""
-    return _shifted_sum(x, kernel)
-
-
-def _depthwise_full(g, kernel):
-    """The transpose of ``_depthwise_valid`` in its input: a 'FULL' conv, flipped kernel."""
-    return _depthwise_valid(_pad_full(g, kernel), kernel[::-1, ::-1])
-
-
-@jax.custom_vjp
-def _depthwise_kernel_grad(x, g):
-    """``sum_b x[b, i:i+H', j:j+W', c] * g[b, :, :, c]`` for every tap (i, j): (kh, kw, C).
-    One grouped conv, group c reading the batch of channel c as its input features."""
+def _kernel_grad_impl(x, g):
     b, h, w, c = x.shape
     lhs = x.transpose(1, 2, 3, 0).reshape(1, h, w, c * b)
     y = lax.conv_general_dilated(lhs, g.transpose(1, 2, 0, 3), (1, 1), 'VALID',
@@ -99,13 +73,67 @@ def _depthwise_kernel_grad(x, g):
     return y[0]
 
 
-_depthwise_valid.defvjp(
-    lambda x, kernel: (_depthwise_valid(x, kernel), (x, kernel)),
-    lambda residuals, g: (_depthwise_full(g, residuals[1]),
-                          _depthwise_kernel_grad(residuals[0], g)))
-_depthwise_kernel_grad.defvjp(
-    lambda x, g: (_depthwise_kernel_grad(x, g), (x, g)),
-    lambda residuals, u: (_depthwise_full(residuals[1], u), _depthwise_valid(residuals[0], u)))
+def _bilinear_primitive(name, impl):
+    """A primitive computing ``impl(x, y)``, bilinear in (x, y): its JVP is two calls of
+    itself and its transpose rules are set below, so no derivative ever reaches ``impl``'s
+    own (slow) autodiff, in forward or reverse mode."""
+    primitive = Primitive(name)
+    primitive.def_impl(impl)
+
+    def abstract_eval(x, y):
+        out = jax.eval_shape(impl, jax.ShapeDtypeStruct(x.shape, x.dtype),
+                             jax.ShapeDtypeStruct(y.shape, y.dtype))
+        return ShapedArray(out.shape, out.dtype)
+
+    primitive.def_abstract_eval(abstract_eval)
+    mlir.register_lowering(primitive, mlir.lower_fun(impl, multiple_results=False))
+    batching.primitive_batchers[primitive] = lambda args, dims: (
+        jax.vmap(impl, in_axes=dims)(*args), 0)
+    return primitive
+
+
+_valid_conv_p = _bilinear_primitive('skillearn_valid_conv', _conv_valid_impl)
+_depthwise_valid_p = _bilinear_primitive('skillearn_depthwise_valid', _shifted_sum)
+_depthwise_kernel_grad_p = _bilinear_primitive('skillearn_depthwise_kernel_grad',
+                                               _kernel_grad_impl)
+
+
+def _valid_conv(x, kernel):
+    """Dense stride-1 'VALID' conv."""
+    return _valid_conv_p.bind(x, kernel)
+
+
+def _depthwise_valid(x, kernel):
+    """Stride-1 'VALID' depthwise conv of ``x`` (B, H, W, C) with ``kernel`` (kh, kw, C)."""
+    return _depthwise_valid_p.bind(x, kernel)
+
+
+def _depthwise_kernel_grad(x, g):
+    """``sum_b x[b, i:i+H', j:j+W', c] * g[b, :, :, c]`` for every tap (i, j): (kh, kw, C).
+    One grouped conv, group c reading the batch of channel c as its input features."""
+    return _depthwise_kernel_grad_p.bind(x, g)
+
+
+def _depthwise_full(g, kernel):
+    """The transpose of ``_depthwise_valid`` in its input: a 'FULL' conv, flipped kernel."""
+    return _depthwise_valid(_pad_full(g, kernel), kernel[::-1, ::-1])
+
+
+ad.defbilinear(
+    _valid_conv_p,
+    lambda g, x, kernel: _valid_conv(_pad_full(g, kernel),
+                                     kernel[::-1, ::-1].transpose(0, 1, 3, 2)),
+    # the kernel gradient as a conv over the batch: N <- input channels, C <- batch
+    lambda g, x, kernel: _valid_conv(x.transpose(3, 1, 2, 0),
+                                     g.transpose(1, 2, 0, 3)).transpose(1, 2, 0, 3))
+ad.defbilinear(
+    _depthwise_valid_p,
+    lambda g, x, kernel: _depthwise_full(g, kernel),
+    lambda g, x, kernel: _depthwise_kernel_grad(x, g))
+ad.defbilinear(
+    _depthwise_kernel_grad_p,
+    lambda u, x, g: _depthwise_full(g, u),
+    lambda u, x, g: _depthwise_valid(x, u))
 
 
 def _valid(x, kernel, groups: int):

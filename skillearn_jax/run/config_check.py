@@ -57,6 +57,7 @@ def check(config) -> None:
   one_of(config, 'mode', MODES)
   one_of(config, 'hypergradient', core.METHODS)
   one_of(config, 'order', core.ORDERS)
+  one_of(config, 'exact_mode', core.EXACT_MODES)
   positive(config, 'seed', allow_zero=True)
   positive(config, 'fd_epsilon')
   positive(config, 'neumann_steps', allow_zero=True)

@@ -7,7 +7,8 @@ meanings (another data order, a re-stretched learning-rate schedule) and
 leave a run that no config describes. This module compares the stored
 config with the new one before the runner overwrites it, and names every
 field that differs. Fields that only say how far to go, how often to write,
-or where to find the data and the compile cache may change.
+where to find the data and the compile cache, or how exact hypergradients
+are computed (the same numbers either way) may change.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from skillearn_jax.run import config_check
 MAY_CHANGE_ON_RESUME = ('max_steps', 'log_every_steps',
                         'checkpoint_every_steps', 'keep_checkpoints',
                         'eval_every_epochs', 'compilation_cache_dir',
-                        'data.data_dir', 'allow_config_change')
+                        'data.data_dir', 'allow_config_change', 'exact_mode')
 _ABSENT = '<absent>'
 
 

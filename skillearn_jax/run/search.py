@@ -55,9 +55,11 @@ def check_finite(step: int, metrics) -> None:
           'the learning rates or check the data.')
 
 
-def _options(config) -> core.HypergradientOptions:
+def hypergradient_options(config) -> core.HypergradientOptions:
+  """The hypergradient knobs a config sets."""
   return core.HypergradientOptions(fd_epsilon=config.fd_epsilon,
-                                   neumann_steps=config.neumann_steps)
+                                   neumann_steps=config.neumann_steps,
+                                   exact_mode=config.exact_mode)
 
 
 def _total_steps(config, steps_per_epoch: int) -> int:
@@ -114,7 +116,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state = sharding.replicate(state, mesh)
   step_fn = sharding.jit_data_parallel(
       core.make_step(program, method=config.hypergradient, order=config.order,
-                     options=_options(config), jit=False), mesh, donate=True)
+                     options=hypergradient_options(config), jit=False), mesh, donate=True)
   # start_step drops log lines and TensorBoard events written after the
   # checkpoint, so a resumed run's logs equal an uninterrupted run's.
   writer = writers.MetricWriter(workdir, start_step=start_step)

@@ -1,4 +1,5 @@
-"""Hypergradients against truth: closed forms, hand-composed chains, FD."""
+"""Hypergradients against truth: closed forms, hand-composed chains, FD; the
+two ways of computing exact ones against each other."""
 
 import jax
 import jax.numpy as jnp
@@ -36,10 +37,12 @@ def _rel(a, b):
   return float(jnp.abs(a - b) / jnp.abs(b))
 
 
-def test_ridge_exact_matches_closed_form():
+@pytest.mark.parametrize('exact_mode', core.EXACT_MODES)
+def test_ridge_exact_matches_closed_form(exact_mode):
   program, state, data = _ridge_state()
   truth = hpo_ridge.closed_form_unrolled(state.params, data, XI)
-  grads, metrics = _hypergrad(program, state, data, 'exact')
+  grads, metrics = _hypergrad(program, state, data, 'exact',
+                              exact_mode=exact_mode)
   assert _rel(grads['log_lam'], truth) < 1e-5
   assert float(metrics['hypergrad/log_lam/norm']) == pytest.approx(
       abs(float(truth)), rel=1e-5)
@@ -73,7 +76,6 @@ def test_ridge_implicit_matches_ift_closed_form_at_the_optimum():
 @pytest.mark.parametrize('steps', [2, 3])
 def test_multi_step_unroll_fd_and_exact_agree(steps):
   program, state, data = _ridge_state(unroll_steps=steps)
-  exact, _ = _hypergrad(program, state, data, 'exact')
 
   def by_hand(h):
     w = state.params['w']
@@ -83,7 +85,9 @@ def test_multi_step_unroll_fd_and_exact_agree(steps):
     return hpo_ridge.val_loss({'w': w}, data['val'], None)
 
   truth = jax.grad(by_hand)(state.params['log_lam'])
-  assert _rel(exact['log_lam'], truth) < 1e-5
+  for mode in core.EXACT_MODES:
+    exact, _ = _hypergrad(program, state, data, 'exact', exact_mode=mode)
+    assert _rel(exact['log_lam'], truth) < 1e-5, mode
   fd, _ = _hypergrad(program, state, data, 'finite_difference')
   assert _rel(fd['log_lam'], truth) < 1e-3
 
@@ -154,11 +158,12 @@ def _hand_composed(params, batches, h1, h2):
   return _lval({'b': b, 'c': c, 'h2': h2}, batches['val'], None)
 
 
-def test_three_stage_chain_exact_equals_hand_composed_grad():
+@pytest.mark.parametrize('exact_mode', core.EXACT_MODES)
+def test_three_stage_chain_exact_equals_hand_composed_grad(exact_mode):
   program = _chain_program()
   params, batches = _chain_inputs()
   state = core.init_state(program, params)
-  grads, _ = _hypergrad(program, state, batches, 'exact')
+  grads, _ = _hypergrad(program, state, batches, 'exact', exact_mode=exact_mode)
   t1, t2 = jax.grad(_hand_composed, argnums=(2, 3))(params, batches,
                                                    params['h1'], params['h2'])
   np.testing.assert_allclose(grads['h1'], t1, rtol=1e-5, atol=1e-6)
@@ -185,6 +190,31 @@ def test_three_stage_chain_fd_matches_exact(momentum, weight_decay, steps):
   for n in ('h1', 'h2'):
     assert _cosine(fd[n], exact[n]) > 0.9999
     np.testing.assert_allclose(fd[n], exact[n], rtol=2e-3, atol=2e-4)
+
+
+@pytest.mark.parametrize('momentum, weight_decay, steps', [
+    (0.9, 3e-2, 1), (0.9, 3e-2, 3)])
+def test_three_stage_chain_exact_modes_agree(momentum, weight_decay, steps):
+  """The forward-over-reverse sweep equals jax.grad through the unrolled
+  steps, momentum buffer, weight decay, interaction and chains included."""
+  program = _chain_program(momentum, weight_decay, steps)
+  params, batches = _chain_inputs()
+  state = core.init_state(program, params)
+  step = core.make_step(program, method='first_order')
+  state, _ = step(state, batches, jax.random.PRNGKey(0))
+  state, _ = step(state, batches, jax.random.PRNGKey(1))
+  forward, _ = _hypergrad(program, state, batches, 'exact',
+                          exact_mode='forward_over_reverse')
+  reverse, _ = _hypergrad(program, state, batches, 'exact',
+                          exact_mode='reverse_over_reverse')
+  for n in ('h1', 'h2'):
+    np.testing.assert_allclose(forward[n], reverse[n], rtol=2e-5, atol=1e-6)
+
+
+def test_unknown_exact_mode_is_refused():
+  with pytest.raises(ValueError, match="exact_mode: 'sideways' is not allowed; "
+                     r"allowed: \('forward_over_reverse'"):
+    core.HypergradientOptions(exact_mode='sideways')
 
 
 def _spd(rng, n):

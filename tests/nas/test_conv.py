@@ -1,7 +1,8 @@
 """Tests for skillearn_jax.nas.conv: conv2d equals lax.conv_general_dilated in
-value, gradient and second derivative (float64) over the strides, paddings,
-dilations, groups and odd/even sizes the networks use; bad groups are refused;
-and the step XLA runs holds no non-canonical (slow) convolution."""
+value, gradient and second derivative, reverse over reverse and forward over
+reverse (float64), and under vmap, over the strides, paddings, dilations,
+groups and odd/even sizes the networks use; bad groups are refused; and the
+step XLA runs holds no non-canonical (slow) convolution."""
 
 import re
 
@@ -46,7 +47,16 @@ def _derivatives(fn):
   def second(x, k):
     gx, gk = first(x, k)
     return jnp.sum(gx ** 2) + jnp.sum(jnp.cos(gk))
-  return fn, first, jax.grad(second, argnums=(0, 1))
+
+  def forward_over_reverse(x, k):
+    tangents = (jnp.cos(x), jnp.sin(k))
+    return jax.jvp(first, (x, k), tangents)[1]
+
+  def batched(x, k):  # two copies of the inputs, the second scaled
+    return jax.vmap(fn)(jnp.stack([x, 2 * x]), jnp.stack([k, -k]))
+
+  return (fn, first, jax.grad(second, argnums=(0, 1)), forward_over_reverse,
+          batched)
 
 
 @pytest.mark.parametrize('case', CASES, ids=str)
@@ -87,12 +97,12 @@ def _loop_body_conv_labels(hlo: str) -> set:
 
 
 @pytest.mark.parametrize('groups', [1, 4])
-@pytest.mark.parametrize('order', [1, 2])
+@pytest.mark.parametrize('order', [1, 2, 'forward_over_reverse'])
 def test_scanned_backward_avoids_the_slow_weight_gradient_form(order, groups):
   """Inside lax.scan, XLA:CPU compiles the weight-gradient convs of JAX's own
   transpose rule (dim_labels f01b_i01o->01bf) as naive loops, 40x slower;
-  conv2d's VJP must not produce them, at first or second order, dense or
-  depthwise."""
+  conv2d's derivatives must not produce them, at first or second order
+  (reverse or forward over reverse), dense or depthwise."""
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(2, 8, 8, 4)), jnp.float32)
   kernels = jnp.asarray(rng.normal(size=(3, 3, 3, 4 // groups, 4)), jnp.float32)
@@ -104,7 +114,11 @@ def test_scanned_backward_avoids_the_slow_weight_gradient_form(order, groups):
       return jnp.sum(lax.scan(body, x, ks)[0] ** 2)
     if order == 1:
       return loss
-    return lambda ks, x: jnp.sum(jax.grad(loss)(ks, x) ** 2)
+    if order == 2:
+      return lambda ks, x: jnp.sum(jax.grad(loss)(ks, x) ** 2)
+    # the gradient's directional derivative along ks, reduced to a scalar
+    return lambda ks, x: jnp.sum(jax.jvp(
+        lambda ks: jax.grad(loss)(ks, x), (ks,), (ks,))[1] ** 2)
 
   def body_labels(conv_fn):
     step = jax.jit(jax.grad(loss_with(conv_fn)))

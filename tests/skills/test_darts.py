@@ -42,12 +42,13 @@ def tiny():
               state=state, batches=batches, step=step)
 
 
-def _hypergrad(program, state, batches, method, epsilon):
+def _hypergrad(program, state, batches, method, epsilon,
+               exact_mode='forward_over_reverse'):
+  options = core.HypergradientOptions(fd_epsilon=epsilon, exact_mode=exact_mode)
   return jax.jit(lambda s: core.hypergradient(
       program, params=s.params, opt_states=s.opt_states,
       model_state=s.model_state, step=s.step, batches=batches,
-      key=jax.random.PRNGKey(0), method=method,
-      options=core.HypergradientOptions(fd_epsilon=epsilon))[0]['alphas'])(
+      key=jax.random.PRNGKey(0), method=method, options=options)[0]['alphas'])(
           state)
 
 
@@ -142,6 +143,60 @@ def test_exact_and_finite_difference_agree_as_epsilon_shrinks(tiny):
                           1e-4))
     cosine = float(exact @ fd / (jnp.linalg.norm(exact) * jnp.linalg.norm(fd)))
   assert cosine >= 0.999
+
+
+def test_loss_second_derivative_forward_over_reverse_equals_reverse():
+  """The exact hypergradient's mixed product d/dalpha <grad_w L, v>, taken
+  forward over reverse (`exact_mode`'s default) through the loss's shared
+  apply, the gated mixed ops, the remats and the convolutions, equals
+  reverse over reverse. Three primitives keep the compile short; the full
+  step's two modes are compared on the 8-primitive supernet below (slow)."""
+  subset = ('skip_connect', 'sep_conv_3x3', 'max_pool_3x3')
+  net = search_network.SearchNetwork(channels=4, num_classes=5, layers=1,
+                                     nodes=2, multiplier=2, primitives=subset)
+  # scaled up from the init's 1e-3 so the softmax is not uniform
+  alphas = jax.tree_util.tree_map(lambda a: 300 * a, search_network.init_alphas(
+      jax.random.PRNGKey(1), nodes=2, num_ops=len(subset)))
+  variables = jax.jit(lambda a: net.init(
+      jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 1)), a, train=False))(alphas)
+  weights, stats = variables['params'], variables['batch_stats']
+  loss = darts.classification_loss(net, weights='weights', alphas='alphas',
+                                   stats='batch_stats')
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.normal(size=(4, 8, 8, 1)).astype(np.float32),
+           'label': rng.integers(0, 5, 4).astype(np.int32)}
+  on = jnp.asarray(True)
+  ctx = core.LossContext(jax.random.PRNGKey(1), {'batch_stats': stats},
+                         jnp.asarray(0), {'weights': on, 'alphas': on})
+  objective = lambda w, a: loss({'weights': w, 'alphas': a}, batch, ctx).value
+  v = jax.tree_util.tree_map(
+      lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype), weights)
+
+  @jax.jit
+  def both(w, a, v):
+    forward = jax.jvp(lambda w: jax.grad(objective, argnums=(0, 1))(w, a),
+                      (w,), (v,))[1][1]
+    reverse = jax.vjp(lambda a: jax.grad(objective)(w, a), a)[1](v)[0]
+    return forward, reverse
+
+  forward, reverse = (_flat(x) for x in both(weights, alphas, v))
+  assert float(jnp.abs(reverse).max()) > 1e-3
+  np.testing.assert_allclose(forward, reverse, rtol=1e-4,
+                             atol=1e-5 * float(jnp.abs(reverse).max()))
+
+
+@pytest.mark.slow  # ~2 min of compiles; the test above, tests/nas/test_conv.py
+# and the core's chain tests cover its pieces in the default run.
+def test_exact_modes_agree_on_the_supernet(tiny):
+  """Forward over reverse equals jax.grad through the unrolled step, to
+  float rounding, on the full search space."""
+  t = tiny
+  forward, reverse = (_flat(_hypergrad(t['program'], t['state'], t['batches'],
+                                       'exact', OFFICIAL_EPSILON, mode))
+                      for mode in core.EXACT_MODES)
+  assert float(jnp.linalg.norm(reverse)) > 1e-3
+  np.testing.assert_allclose(forward, reverse, rtol=1e-4,
+                             atol=1e-5 * float(jnp.abs(reverse).max()))
 
 
 def test_search_step_second_call_compiles_nothing(tiny):
