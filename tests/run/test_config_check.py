@@ -69,3 +69,14 @@ def test_each_skill_runs_in_its_own_mode(get_config, mode, allowed):
                      match=rf"config.mode: '{mode}' is not allowed with skill "
                      rf"'{config.skill}'; allowed: \('{allowed}',\)"):
     config_check.check(config)
+
+
+def test_an_unknown_exact_mode_is_refused():
+  config = darts_config.get_config('exact')
+  config_check.check(config)
+  config.exact_mode = 'sideways'
+  with pytest.raises(config_check.ConfigError,
+                     match=r"config.exact_mode: 'sideways' is not allowed; "
+                     r"allowed: \('forward_over_reverse', "
+                     r"'reverse_over_reverse'\)"):
+    config_check.check(config)

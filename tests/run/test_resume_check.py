@@ -31,6 +31,12 @@ def test_differences_name_nested_and_absent_fields_and_skip_allowed_ones():
       'data.batch_size: 64 -> 32', "new: '<absent>' -> [1, 2]",
       "old: 1 -> '<absent>'"]
   assert resume_check.differences(stored, stored) == []
+  # how exact hypergradients are computed changes no result; a workdir
+  # written before the field existed resumes too
+  assert resume_check.differences(
+      {'exact_mode': 'reverse_over_reverse'},
+      {'exact_mode': 'forward_over_reverse'}) == []
+  assert resume_check.differences({}, {'exact_mode': 'forward_over_reverse'}) == []
 
 
 def test_a_workdir_without_checkpoints_takes_any_config(tmp_path):
