@@ -9,7 +9,7 @@ one copy and runs one stage. For each method this prints one JSON line per
 skill with keys skill (darts|il), method, batch, layers, channels, rounds,
 tasks, compile_s (and its parts trace_s, lower_s, xla_s), median_s, min_s,
 max_s, peak_rss_mb, params_m (weights
-held, millions). IL learns the tasks CIFAR-100 then CIFAR-10 (heads of 100
+held, millions), and for exact exact_mode (`--exact_mode`). IL learns the tasks CIFAR-100 then CIFAR-10 (heads of 100
 and 10 ways) and DARTS CIFAR-10, all on synthetic CIFAR-shaped batches made
 up front. Each configuration runs in its own process so peak RSS is its own.
 """
@@ -113,7 +113,9 @@ def run_one(args, skill: str, method: str) -> dict:
   weight_sets = [n for n in state.params if n != darts.ALPHAS]
   params_m = sum(x.size for n in weight_sets
                  for x in jax.tree_util.tree_leaves(state.params[n])) / 1e6
-  step = core.make_step(program, method=method, donate=True)
+  step = core.make_step(
+      program, method=method, donate=True,
+      options=core.HypergradientOptions(exact_mode=args.exact_mode))
   key = jax.random.PRNGKey(0)
   with host_memory.Releaser(), compile_watch.CompileWatch() as watch:
     compiled = step.lower(state, batches[0], key).compile()
@@ -126,7 +128,9 @@ def run_one(args, skill: str, method: str) -> dict:
     jax.block_until_ready(metrics)
     if it >= args.warmup:
       times.append(time.perf_counter() - t0)
-  return {'skill': skill, 'method': method, 'batch': args.batch,
+  return {'skill': skill, 'method': method,
+          **({'exact_mode': args.exact_mode} if method == 'exact' else {}),
+          'batch': args.batch,
           'layers': args.layers, 'channels': args.channels,
           'rounds': args.rounds if skill == 'il' else None,
           'tasks': len(IL_CLASSES) if skill == 'il' else 1,
@@ -153,6 +157,10 @@ def main(argv=None):
   ap.add_argument('--methods', default='first_order,finite_difference',
                   help=f'Comma separated, from {METHODS}.')
   ap.add_argument('--skills', default=','.join(SKILLS))
+  ap.add_argument('--exact_mode', default='forward_over_reverse',
+                  choices=('forward_over_reverse', 'reverse_over_reverse'),
+                  help='How the exact rows compute their hypergradient '
+                  '(core.HypergradientOptions.exact_mode).')
   ap.add_argument('--only', default='', help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
   if args.only:  # child process: one configuration, 'skill:method'
