@@ -8,9 +8,9 @@ round and learner) and runs M x K learning stages per step, where DARTS holds
 one copy and runs one stage. For each method this prints one JSON line per
 skill with keys skill (darts|il), method, batch, layers, channels, rounds,
 tasks, compile_s (and its parts trace_s, lower_s, xla_s), median_s, min_s,
-max_s, peak_rss_mb, params_m (weights
-held, millions), and for exact exact_mode (`--exact_mode`). IL learns the tasks CIFAR-100 then CIFAR-10 (heads of 100
-and 10 ways) and DARTS CIFAR-10, all on synthetic CIFAR-shaped batches made
+max_s, peak_rss_mb, params_m (weights held, millions), and for exact
+exact_mode (`--exact_mode`). IL learns the tasks CIFAR-100 then CIFAR-10
+(heads of 100 and 10 ways) and DARTS CIFAR-10, all on synthetic CIFAR-shaped batches made
 up front. Each configuration runs in its own process so peak RSS is its own.
 """
 
@@ -157,8 +157,9 @@ def main(argv=None):
   ap.add_argument('--methods', default='first_order,finite_difference',
                   help=f'Comma separated, from {METHODS}.')
   ap.add_argument('--skills', default=','.join(SKILLS))
+  from skillearn_jax.core import hypergradients  # pylint: disable=import-outside-toplevel
   ap.add_argument('--exact_mode', default='forward_over_reverse',
-                  choices=('forward_over_reverse', 'reverse_over_reverse'),
+                  choices=hypergradients.EXACT_MODES,
                   help='How the exact rows compute their hypergradient '
                   '(core.HypergradientOptions.exact_mode).')
   ap.add_argument('--only', default='', help=argparse.SUPPRESS)

@@ -144,8 +144,9 @@ def main(argv=None):
   ap.add_argument('--gradient_loop', choices=('on', 'off'), default='on',
                   help='Finite difference through one gradient loop body '
                   '(core.gradient_loop, the default) or written out.')
+  from skillearn_jax.core import hypergradients  # pylint: disable=import-outside-toplevel
   ap.add_argument('--exact_mode', default='forward_over_reverse',
-                  choices=('forward_over_reverse', 'reverse_over_reverse'),
+                  choices=hypergradients.EXACT_MODES,
                   help='How the exact row computes its hypergradient '
                   '(core.HypergradientOptions.exact_mode).')
   ap.add_argument('--only', default='', help=argparse.SUPPRESS)

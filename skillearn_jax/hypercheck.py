@@ -18,7 +18,7 @@ from skillearn_jax import core
 from skillearn_jax import skills
 from skillearn_jax.run import compare_hypergradients
 from skillearn_jax.run import config_check
-from skillearn_jax.run import search
+from skillearn_jax.run import options as options_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.',
                                           lock_config=True)
@@ -38,7 +38,7 @@ def main(argv):
   key = jax.random.PRNGKey(config.seed)
   params, model_state = setup.init(jax.random.fold_in(key, 0))
   state = core.init_state(setup.program, params, model_state)
-  options = search.hypergradient_options(config)
+  options = options_lib.hypergradient_options(config)
   report = compare_hypergradients.compare(
       setup, state, setup.batches_at(_STEP.value),
       jax.random.fold_in(key, _STEP.value + 1), methods=_METHODS.value,

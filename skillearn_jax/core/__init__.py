@@ -14,8 +14,8 @@ from skillearn_jax.core.program import (DIRECTIONS, LossContext, LossOutput,
                                         Validation, reads_needs_grad)
 
 __all__ = [
-    'DIRECTIONS', 'EXACT_MODES', 'METHODS', 'ORDERS', 'HypergradientOptions', 'LossContext',
-    'LossOutput', 'ParamSet', 'Program', 'ProgramError', 'ProgramState',
-    'Stage', 'Validation', 'gradient_loop', 'hypergradient', 'init_state',
-    'make_step', 'reads_needs_grad'
+    'DIRECTIONS', 'EXACT_MODES', 'METHODS', 'ORDERS', 'HypergradientOptions',
+    'LossContext', 'LossOutput', 'ParamSet', 'Program', 'ProgramError',
+    'ProgramState', 'Stage', 'Validation', 'gradient_loop', 'hypergradient',
+    'init_state', 'make_step', 'reads_needs_grad'
 ]

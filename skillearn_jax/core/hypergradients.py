@@ -35,6 +35,7 @@ maximized sets is the engine's business) plus scalar metrics.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -265,10 +266,8 @@ def _directional_derivative(g, w, inputs, direction, with_w: bool):
 
 
 def _finite_difference(chain: _Chain, hyper, options: HypergradientOptions):
-  eps = options.fd_epsilon
-  return _unroll_sweep(
-      chain, hyper, lambda g, w, inputs, direction, with_w: _central_difference(
-          g, w, inputs, direction, eps, with_w))
+  return _unroll_sweep(chain, hyper, functools.partial(
+      _central_difference, epsilon=options.fd_epsilon))
 
 
 def _unroll_sweep(chain: _Chain, hyper, mixed_product):

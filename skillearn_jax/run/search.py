@@ -28,6 +28,7 @@ from skillearn_jax.run import checkpoints
 from skillearn_jax.run import compilation_cache
 from skillearn_jax.run import compile_watch
 from skillearn_jax.run import config_check
+from skillearn_jax.run import options
 from skillearn_jax.run import plots
 from skillearn_jax.run import progress as progress_lib
 from skillearn_jax.run import resume_check
@@ -53,13 +54,6 @@ def check_finite(step: int, metrics) -> None:
           f'non-finite value at step {step}: stage {stage!r}, quantity '
           f'{quantity!r} = {value}. The last good checkpoint is kept; lower '
           'the learning rates or check the data.')
-
-
-def hypergradient_options(config) -> core.HypergradientOptions:
-  """The hypergradient knobs a config sets."""
-  return core.HypergradientOptions(fd_epsilon=config.fd_epsilon,
-                                   neumann_steps=config.neumann_steps,
-                                   exact_mode=config.exact_mode)
 
 
 def _total_steps(config, steps_per_epoch: int) -> int:
@@ -116,7 +110,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state = sharding.replicate(state, mesh)
   step_fn = sharding.jit_data_parallel(
       core.make_step(program, method=config.hypergradient, order=config.order,
-                     options=hypergradient_options(config), jit=False), mesh, donate=True)
+                     options=options.hypergradient_options(config), jit=False), mesh, donate=True)
   # start_step drops log lines and TensorBoard events written after the
   # checkpoint, so a resumed run's logs equal an uninterrupted run's.
   writer = writers.MetricWriter(workdir, start_step=start_step)
