@@ -9,7 +9,7 @@ max_s, peak_rss_mb, params_m, and for JAX trace_s, lower_s and xla_s (the
 parts of compile_s, from `run.compile_watch`) and xla_temp_mb (XLA's temporary
 buffers for one step, from `memory_analysis()`: the step's own footprint,
 where peak_rss_mb also holds the compiler and the tracer) and gradient_loop
-(`--gradient_loop off` writes the finite-difference step's gradients out
+(`--gradient_loop off` writes the second-order steps' gradients out
 instead of sending them through one loop body) and exact_mode (`--exact_mode`,
 how the exact row computes its hypergradient). JAX runs first
 order, second order exact and second order finite difference; the PyTorch reference
@@ -142,7 +142,8 @@ def main(argv=None):
                   help='Persistent compilation cache (empty: off, so '
                   'compile_s is a cold compile).')
   ap.add_argument('--gradient_loop', choices=('on', 'off'), default='on',
-                  help='Finite difference through one gradient loop body '
+                  help='Second order (finite difference, exact forward over '
+                  'reverse) through one gradient loop body '
                   '(core.gradient_loop, the default) or written out.')
   from skillearn_jax.core import hypergradients  # pylint: disable=import-outside-toplevel
   ap.add_argument('--exact_mode', default='forward_over_reverse',

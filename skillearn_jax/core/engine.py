@@ -106,9 +106,10 @@ def make_step(program: prog.Program, *, method: str = 'exact',
 
   `batches` maps each stage's data key and the validation data key to a
   batch pytree. `key` should differ per step (e.g. fold_in(key, step)).
-  With `gradient_loop`, a DARTS-shaped finite-difference program sends its
-  gradients through one loop body (`core.gradient_loop`): the same result
-  from a program that compiles faster and in less memory.
+  With `gradient_loop`, a DARTS-shaped finite-difference or exact
+  (forward-over-reverse) program sends its gradients through one loop body
+  (`core.gradient_loop`): the same result from a program that compiles
+  faster and in less memory.
   """
   hg.check_method(method)
   if order not in ORDERS:
@@ -128,8 +129,9 @@ def make_step(program: prog.Program, *, method: str = 'exact',
     return state._replace(step=state.step + 1), metrics
 
   if gradient_loop and gradient_loop_lib.applies(program, method=method,
-                                                 order=order):
-    step = gradient_loop_lib.make_step(program, options, fallback=step)
+                                                 order=order, options=options):
+    step = gradient_loop_lib.make_step(program, options, fallback=step,
+                                       method=method)
   if not jit:
     return step
   return jax.jit(step, donate_argnums=(0,) if donate else ())

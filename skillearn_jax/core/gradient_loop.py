@@ -1,20 +1,24 @@
-"""A DARTS-shaped finite-difference step whose gradients share one loop body.
+"""A DARTS-shaped second-order step whose gradients share one loop body.
 
 This module owns the engine's fast path for the programs shaped like
 DARTS-2nd: one learning stage unrolled one step, whose loss is also the
-validation loss (no interaction), stepped validation first with finite
-differences. Such a step evaluates the network's gradient five times: the
-unrolled step (stage batch), the validation gradient, the +/- pair of the
-central difference and the real update of the stage's sets. Written out, XLA
-inlines and compiles a copy of the network's backward pass for each. Here
-they are the iterations of one `lax.scan` around one gradient of the
-shared loss: `lax.switch` picks each iteration's inputs and what it does with
-the result, and `LossContext.needs_grad` tells the loss which gradients the
-iteration discards. The loss must skip those at run time (the DARTS supernet
-does) and say so with `core.reads_needs_grad`, or a +/- evaluation would pay
-for a weight gradient it throws away. The step computes what the generic one
-does, to float rounding (tested against it); its program holds the network's
-backward pass once, and XLA's compile time and memory follow program size.
+validation loss (no interaction), stepped validation first, with finite
+differences or exact forward-over-reverse hypergradients. Such a step
+evaluates the network's gradient four or five times: the unrolled step
+(stage batch), the validation gradient, the mixed product (finite
+difference's +/- pair, or exact's JVP of the gradient along the adjoint) and
+the real update of the stage's sets. Written out, XLA inlines and compiles a
+copy of the network's backward pass for each. Here they are the iterations of
+one `lax.scan` around one gradient of the shared loss: `lax.switch` picks
+each iteration's inputs and what it does with the result, `lax.cond` takes
+exact's product as the JVP of that same gradient in its one iteration, and
+`LossContext.needs_grad` tells the loss which gradients the iteration
+discards. The loss must skip those at run time (the DARTS supernet does) and
+say so with `core.reads_needs_grad`, or a product would pay for a weight
+gradient it throws away. The step computes what the generic one does, to
+float rounding (tested against it); its program holds the network's backward
+pass once (and, for exact, its JVP once), and XLA's compile time and memory
+follow program size.
 """
 
 from __future__ import annotations
@@ -36,25 +40,44 @@ tree_map = jax.tree_util.tree_map
 
 # First order was tried too: its two gradients (the alphas' alone, the
 # weights' alone) share little code, and one body saved 1 s of a 26 s compile.
-METHODS = ('finite_difference',)
-# The iterations, in order.
-SOLVE, VALIDATE, PLUS, MINUS, UPDATE = range(5)
+METHODS = ('finite_difference', 'exact')
+
+
+class _Result(NamedTuple):
+  """What one iteration's gradient gives: the loss's value and aux, the
+  gradients w.r.t. the stage's and the validation's sets, and the validation
+  gradient's derivative along the carried direction. Exact's product has
+  only the last (zeros for the gradients), the other iterations all but the
+  last (zeros for it)."""
+  value: jax.Array
+  aux: object
+  stage: dict
+  hyper: dict
+  hyper_tangent: dict
 
 
 class _Phase(NamedTuple):
   """One iteration: where it differentiates, on which batch, which gradients
-  it keeps, and what it does with them."""
+  it keeps, whether it differentiates the gradient along the carried
+  direction too, and what it does with the result."""
+  name: str
   at: str           # 'active', 'solution', 'plus' or 'minus'
   on_val: bool      # the validation batch (else the stage's)
   key: str          # 'chain', 'val' or 'stage': the generic step's keys
   keeps_stage: bool
   keeps_hyper: bool
   then: Callable
+  along_direction: bool = False
 
 
-def applies(program: prog.Program, *, method: str, order: str) -> bool:
-  """Whether `program` stepped this way has the shape this module needs."""
+def applies(program: prog.Program, *, method: str, order: str,
+            options: hg.HypergradientOptions = hg.HypergradientOptions()
+            ) -> bool:
+  """Whether `program` stepped this way has the shape this module needs.
+  Exact goes through the loop forward over reverse only."""
   if method not in METHODS or order != 'validation_first':
+    return False
+  if method == 'exact' and options.exact_mode != 'forward_over_reverse':
     return False
   if len(program.stages) != 1:
     return False
@@ -74,10 +97,14 @@ def _same_shapes(a, b) -> bool:
 
 
 def make_step(program: prog.Program, options: hg.HypergradientOptions,
-              fallback):
+              fallback, *, method: str = 'finite_difference'):
   """step(state, batches, key) -> (state, metrics) for a program `applies`
-  accepts; `fallback` (the generic step) runs instead when the stage's and
-  the validation's batches differ in shape, since one body cannot take both."""
+  accepts stepped with `method`; `fallback` (the generic step) runs instead
+  when the stage's and the validation's batches differ in shape, since one
+  body cannot take both."""
+  if method not in METHODS:
+    raise ValueError(f'gradient_loop: method {method!r} is not allowed; '
+                     f'allowed: {METHODS}')
   stage, validation = program.stages[0], program.validation
   stage_sets, hyper_sets = tuple(stage.active), program.validation_sets
   sets = program.sets
@@ -113,55 +140,63 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
     rule = unroll_lib.unroll_rule(program, stage_sets, opt_states, params,
                                   state.step)
 
-    def solve(carry, value, aux, g_stage, g_hyper):
-      del value, aux, g_hyper
-      solution, _ = unroll_lib.first_step(rule, carry['active'], g_stage)
+    def solve(carry, result):
+      solution, _ = unroll_lib.first_step(rule, carry['active'], result.stage)
       return {**carry, 'solution': solution}
 
-    def validate(carry, value, aux, g_stage, g_hyper):
-      del value, aux
+    def validate(carry, result):
       # the adjoint of the unrolled step's input: -xi times the solution's
       direction = {n: tree_map(lambda a, xi=rule.xi[n]: 0.0 - xi * a,
-                               g_stage[n]) for n in stage_sets}
+                               result.stage[n]) for n in stage_sets}
       return {**carry, 'direction': direction,
               'r': hg.fd_radius(direction, options.fd_epsilon),
-              'hyper_grads': g_hyper}
+              'hyper_grads': result.hyper}
 
-    def plus(carry, value, aux, g_stage, g_hyper):
-      del value, aux, g_stage
-      return {**carry, 'plus_grads': g_hyper}
+    def plus(carry, result):
+      return {**carry, 'plus_grads': result.hyper}
 
-    def minus(carry, value, aux, g_stage, g_hyper):
-      del value, aux, g_stage
-      r = carry['r']
-      grads = tree_map(lambda v, p, m: v + (p - m) / (2 * r),
-                       carry['hyper_grads'], carry['plus_grads'], g_hyper)
+    def update_hyper(carry, grads):
       new_params, new_opt = updates.apply_validation_grads(
           program, carry['hyper'], carry['opt_states'], grads)
       return {**carry, 'hyper_grads': grads,
               'hyper': {n: new_params[n] for n in hyper_sets},
               'opt_states': new_opt}
 
-    def update(carry, value, aux, g_stage, g_hyper):
-      del value, aux, g_hyper
+    def minus(carry, result):
+      r = carry['r']
+      return update_hyper(carry, tree_map(
+          lambda v, p, m: v + (p - m) / (2 * r), carry['hyper_grads'],
+          carry['plus_grads'], result.hyper))
+
+    def product(carry, result):
+      return update_hyper(carry, tree_map(jnp.add, carry['hyper_grads'],
+                                          result.hyper_tangent))
+
+    def update(carry, result):
       active, opt_states = dict(carry['active']), dict(carry['opt_states'])
       for n in stage_sets:
         active[n], opt_states[n] = updates.apply_update(
-            sets[n], g_stage[n], opt_states[n], active[n])
+            sets[n], result.stage[n], opt_states[n], active[n])
       return {**carry, 'active': active, 'opt_states': opt_states,
-              'stage_grads': g_stage}
+              'stage_grads': result.stage}
 
-    phases = [_Phase('active', False, 'chain', True, False, solve),
-              _Phase('solution', True, 'val', True, True, validate),
-              _Phase('plus', False, 'chain', False, True, plus),
-              _Phase('minus', False, 'chain', False, True, minus),
-              _Phase('active', False, 'stage', True, False, update)]
-    assert [p.then for p in phases] == [  # SOLVE, VALIDATE, PLUS, MINUS, UPDATE
-        solve, validate, plus, minus, update]
+    first = [_Phase('solve', 'active', False, 'chain', True, False, solve),
+             _Phase('validate', 'solution', True, 'val', True, True,
+                    validate)]
+    last = [_Phase('update', 'active', False, 'stage', True, False, update)]
+    if method == 'finite_difference':
+      middle = [_Phase('plus', 'plus', False, 'chain', False, True, plus),
+                _Phase('minus', 'minus', False, 'chain', False, True, minus)]
+    else:   # exact: the JVP of the gradient at the stage's sets, along v
+      middle = [_Phase('product', 'active', False, 'chain', False, True,
+                       product, along_direction=True)]
+    phases = first + middle + last
+    index = {p.name: i for i, p in enumerate(phases)}
     phase_keys = jnp.stack([keys[p.key] for p in phases])
     on_val = jnp.asarray([p.on_val for p in phases])
     keeps_stage = jnp.asarray([p.keeps_stage for p in phases])
     keeps_hyper = jnp.asarray([p.keeps_hyper for p in phases])
+    along_direction = jnp.asarray([p.along_direction for p in phases])
 
     def inputs(i, carry):
       """The stage sets, batch and context iteration `i` differentiates at."""
@@ -180,15 +215,38 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
                              needs)
       return at, batch, ctx
 
+    def plain(at, hyper, batch, ctx):
+      (value, aux), (g_stage, g_hyper) = gradient(at, hyper, batch, ctx)
+      return _Result(value, aux, g_stage, g_hyper,
+                     tree_map(jnp.zeros_like, g_hyper))
+
+    def differentiated(at, direction, hyper, batch, ctx):
+      # Forward over reverse, as hypergradients' exact mode: the gradient is
+      # w.r.t. both sets, so every custom VJP that depends on the stage's
+      # sets is linearized before the JVP reaches it.
+      # The product keeps only the tangent: zeros for the primal gradients
+      # let XLA drop their last kernels from this branch.
+      ((value, aux), (g_stage, g_hyper)), (_, (_, t_hyper)) = jax.jvp(
+          lambda a: gradient(a, hyper, batch, ctx), (at,), (direction,))
+      zeros = lambda tree: tree_map(jnp.zeros_like, tree)
+      return _Result(value, aux, zeros(g_stage), zeros(g_hyper), t_hyper)
+
     def body(carry, i):
       at, batch, ctx = inputs(i, carry)
-      (value, aux), (g_stage, g_hyper) = gradient(at, carry['hyper'], batch,
-                                                  ctx)
-      carry = lax.switch(i, [p.then for p in phases], carry, value, aux,
-                         g_stage, g_hyper)
+      if any(p.along_direction for p in phases):
+        # A cond, so that the iterations without the product pay a plain
+        # gradient; the program holds the gradient and its JVP once each.
+        result = lax.cond(
+            along_direction[i],
+            lambda: differentiated(at, carry['direction'], carry['hyper'],
+                                   batch, ctx),
+            lambda: plain(at, carry['hyper'], batch, ctx))
+      else:
+        result = plain(at, carry['hyper'], batch, ctx)
+      carry = lax.switch(i, [p.then for p in phases], carry, result)
       # Each iteration's value and aux are stacked by the scan, so the carry
       # needs no slot whose shape only a trace of the network would tell.
-      return carry, (value, aux)
+      return carry, (result.value, result.aux)
 
     active = {n: params[n] for n in stage_sets}
     hyper = {n: params[n] for n in hyper_sets}
@@ -200,15 +258,15 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
     carry, (values, auxes) = lax.scan(body, carry,
                                       jnp.arange(len(phases), dtype=jnp.int32))
     of_iteration = lambda i: tree_map(lambda x: x[i], auxes)
-    (model_state, stage_metrics), val_aux = (of_iteration(UPDATE),
-                                             of_iteration(VALIDATE))
+    (model_state, stage_metrics), val_aux = (of_iteration(index['update']),
+                                             of_iteration(index['validate']))
     if model_state is None:   # the loss keeps no model state
       model_state = state.model_state
 
     metrics = {f'{stage.name}/grad_norm/{n}': optax.global_norm(
         carry['stage_grads'][n]) for n in stage_sets}
     metrics.update({f'{stage.name}/{k}': v for k, v in stage_metrics.items()})
-    metrics.update(hg.validation_metrics(values[VALIDATE], val_aux,
+    metrics.update(hg.validation_metrics(values[index['validate']], val_aux,
                                          carry['hyper_grads']))
     new_params = {**state.params, **carry['active'], **carry['hyper']}
     new_opt_states = dict(carry['opt_states'])

@@ -1,4 +1,5 @@
-"""The finite-difference fast path: the generic step's result, one gradient body."""
+"""The second-order fast path (finite difference, exact forward over reverse):
+the generic step's result from one gradient body."""
 
 import re
 
@@ -61,25 +62,28 @@ def _batches(step, val_rows=None):
                                         (val_rows, 3))}
 
 
-def _run(program, state, steps, val_rows=None, **kw):
-  step = core.make_step(program, method='finite_difference', **kw)
+def _run(program, state, steps, val_rows=None, method='finite_difference',
+         **kw):
+  step = core.make_step(program, method=method, **kw)
   for i in range(steps):
     state, metrics = step(state, _batches(i, val_rows),
                           jax.random.fold_in(jax.random.PRNGKey(0), i))
   return state, metrics
 
 
+@pytest.mark.parametrize('method', gradient_loop.METHODS)
 @pytest.mark.parametrize('with_state,split_w', [(True, False),
                                                (False, False), (True, True)])
-def test_three_steps_equal_the_generic_step(with_state, split_w):
+def test_three_steps_equal_the_generic_step(with_state, split_w, method):
   # split_w: w is two leaves, so the loop carries it as one vector
   # (flat_sets) and must hand back the trees and their optimizer state.
   program = _program(with_state)
-  assert gradient_loop.applies(program, method='finite_difference',
+  assert gradient_loop.applies(program, method=method,
                                order='validation_first')
   state = _state(program, with_state, split_w)
-  looped, m_looped = _run(program, state, 3)
-  generic, m_generic = _run(program, state, 3, gradient_loop=False)
+  looped, m_looped = _run(program, state, 3, method=method)
+  generic, m_generic = _run(program, state, 3, method=method,
+                            gradient_loop=False)
   # the momentum buffer must have been used (second and third unrolls)
   assert max(float(jnp.abs(x).max()) for x in jax.tree_util.tree_leaves(
       generic.opt_states['w'][0].trace)) > 0
@@ -88,20 +92,61 @@ def test_three_steps_equal_the_generic_step(with_state, split_w):
   chex.assert_trees_all_close(m_looped, m_generic, rtol=1e-5, atol=1e-6)
 
 
-def test_batches_of_other_shapes_take_the_generic_step():
+def test_exact_product_is_the_hypergradient_closed_form():
+  # One step on a quadratic whose exact hypergradient is known in closed
+  # form: G(w, a) = 0.5 (w - a x)^2 (stage) and the same loss on the
+  # validation batch. w' = w - xi (w - a x); dG_val/dw' = w' - a x_v,
+  # dG_val/da = -(w' - a x_v) x_v; the unrolled step's derivative
+  # dw'/da = xi x, so the hypergradient is (w' - a x_v) (xi x - x_v).
+  loss = core.reads_needs_grad(
+      lambda p, b, c: 0.5 * jnp.sum((p['w'] - p['a'] * b['x']) ** 2))
+  xi = 0.3
+  program = core.Program(
+      param_sets=[core.ParamSet('w', optax.sgd(0.0), unroll_lr=xi),
+                  core.ParamSet('a', optax.sgd(1.0))],
+      stages=[core.Stage('train', active=['w'], supporting=['a'], loss=loss)],
+      validation=core.Validation(loss, {'a': 'minimize'}))
+  assert gradient_loop.applies(program, method='exact',
+                               order='validation_first')
+  w, a = jnp.array([0.5, -1.0]), jnp.array([0.7, 0.2])
+  x, x_val = jnp.array([1.5, -0.5]), jnp.array([-0.3, 2.0])
+  state = core.init_state(program, {'w': w, 'a': a})
+  step = core.make_step(program, method='exact')
+  new, metrics = step(state, {'train': {'x': x}, 'val': {'x': x_val}},
+                      jax.random.PRNGKey(0))
+  w_solved = w - xi * (w - a * x)
+  expected = (w_solved - a * x_val) * (xi * x - x_val)
+  # sgd(1.0) on a: the update is minus the hypergradient
+  np.testing.assert_allclose(a - new.params['a'], expected, rtol=1e-5)
+  np.testing.assert_allclose(metrics['hypergrad/a/norm'],
+                             jnp.linalg.norm(expected), rtol=1e-5)
+
+
+@pytest.mark.parametrize('method', gradient_loop.METHODS)
+def test_batches_of_other_shapes_take_the_generic_step(method):
   program = _program()
   state = _state(program)
-  looped, _ = _run(program, state, 2, val_rows=2)
-  generic, _ = _run(program, state, 2, val_rows=2, gradient_loop=False)
+  looped, _ = _run(program, state, 2, val_rows=2, method=method)
+  generic, _ = _run(program, state, 2, val_rows=2, method=method,
+                    gradient_loop=False)
   chex.assert_trees_all_close(looped, generic, rtol=1e-6)
 
 
-def test_applies_only_to_darts_shaped_finite_difference_steps():
+def test_applies_only_to_darts_shaped_second_order_steps():
   program = _program()
   fd = dict(method='finite_difference', order='validation_first')
-  for method in ('exact', 'implicit', 'first_order'):
+  for method in ('implicit', 'first_order'):
     assert not gradient_loop.applies(program, method=method,
                                      order='validation_first')
+  # exact goes through the loop forward over reverse only
+  assert gradient_loop.applies(program, method='exact',
+                               order='validation_first')
+  assert not gradient_loop.applies(
+      program, method='exact', order='validation_first',
+      options=core.HypergradientOptions(exact_mode='reverse_over_reverse'))
+  with pytest.raises(ValueError, match='first_order'):
+    gradient_loop.make_step(program, core.HypergradientOptions(), None,
+                            method='first_order')
   assert not gradient_loop.applies(program, method='finite_difference',
                                    order='stages_first')
   assert not gradient_loop.applies(_program(unroll_steps=2), **fd)
@@ -121,17 +166,27 @@ def test_applies_only_to_darts_shaped_finite_difference_steps():
                                    **fd)   # it does not read ctx.needs_grad
 
 
-def _tiny_supernet_step(gradient_loop_on):
+def _tiny_supernet_step(gradient_loop_on, method='finite_difference',
+                        primitives=None):
   from configs import common   # pylint: disable=import-outside-toplevel
+  from skillearn_jax.nas import search_network   # pylint: disable=import-outside-toplevel
   from skillearn_jax.skills import darts   # pylint: disable=import-outside-toplevel
   config = common.base_config('darts')
   common.darts_search_blocks(config)
   config.net.layers, config.net.nodes, config.net.channels = 2, 2, 4
   config.net.multiplier = 2
   net = darts.make_supernet(config.net, 3)
+  if primitives is None:
+    weights, alphas, stats = darts.init_supernet(net, jax.random.PRNGKey(0),
+                                                 (8, 8, 3), 2)
+  else:   # a smaller space and one cell, for a shorter compile
+    net = net.clone(primitives=primitives, layers=1)
+    alphas = jax.tree_util.tree_map(lambda a: 300 * a, search_network.init_alphas(
+        jax.random.PRNGKey(1), nodes=2, num_ops=len(primitives)))
+    variables = jax.jit(lambda a: net.init(
+        jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 3)), a, train=False))(alphas)
+    weights, stats = variables['params'], variables['batch_stats']
   program, _ = darts.darts_program(net, config, steps_per_epoch=10)
-  weights, alphas, stats = darts.init_supernet(net, jax.random.PRNGKey(0),
-                                               (8, 8, 3), 2)
   state = core.init_state(program, {darts.WEIGHTS: weights,
                                     darts.ALPHAS: alphas},
                           {'batch_stats': stats})
@@ -140,14 +195,22 @@ def _tiny_supernet_step(gradient_loop_on):
                                         jnp.float32),
                    'label': jnp.asarray(rng.integers(0, 3, 4), jnp.int32)}
   batches = [{'train': batch(), 'val': batch()} for _ in range(2)]
-  step = core.make_step(program, method='finite_difference',
+  step = core.make_step(program, method=method,
                         gradient_loop=gradient_loop_on)
   return step, state, batches
 
 
-def test_supernet_steps_equal_the_generic_step_and_compile_once():
-  step, state, batches = _tiny_supernet_step(True)
-  generic, _, _ = _tiny_supernet_step(False)
+# Exact's step on the full space compiles for ~2 min (slow-marked); three
+# primitives (a conv, a pool, the skip) and one cell take every kind of gate
+# and custom VJP through the product's JVP in a third of that.
+@pytest.mark.parametrize('method,primitives', [
+    ('finite_difference', None),
+    ('exact', ('skip_connect', 'sep_conv_3x3', 'max_pool_3x3')),
+    pytest.param('exact', None, marks=pytest.mark.slow)])
+def test_supernet_steps_equal_the_generic_step_and_compile_once(method,
+                                                                primitives):
+  step, state, batches = _tiny_supernet_step(True, method, primitives)
+  generic, _, _ = _tiny_supernet_step(False, method, primitives)
   s_loop, s_generic = state, state
   for i, batch in enumerate(batches):
     key = jax.random.PRNGKey(i)
@@ -165,7 +228,8 @@ def test_supernet_steps_equal_the_generic_step_and_compile_once():
   chex.assert_trees_all_close(m_loop, m_generic, rtol=1e-4, atol=1e-6)
   # The network's backward pass is in the program once, not five times:
   # count the depthwise kernel gradients (grouped convolutions) XLA keeps
-  # (three copies written out: the +/- pair keeps none).
+  # (three copies written out: the +/- pair and exact's product, which
+  # discard the weights' gradient, keep none).
   count = lambda f: len(re.findall(
       r'convolution\(.*feature_group_count',
       f.lower(state, batches[0], jax.random.PRNGKey(0)).compile().as_text()))
