@@ -105,6 +105,9 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
   if method not in METHODS:
     raise ValueError(f'gradient_loop: method {method!r} is not allowed; '
                      f'allowed: {METHODS}')
+  if method == 'exact' and options.exact_mode != 'forward_over_reverse':
+    raise ValueError(f'gradient_loop: exact_mode {options.exact_mode!r} is '
+                     "not allowed; allowed: ('forward_over_reverse',)")
   stage, validation = program.stages[0], program.validation
   stage_sets, hyper_sets = tuple(stage.active), program.validation_sets
   sets = program.sets

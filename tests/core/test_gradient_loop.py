@@ -147,6 +147,10 @@ def test_applies_only_to_darts_shaped_second_order_steps():
   with pytest.raises(ValueError, match='first_order'):
     gradient_loop.make_step(program, core.HypergradientOptions(), None,
                             method='first_order')
+  with pytest.raises(ValueError, match='reverse_over_reverse'):
+    gradient_loop.make_step(
+        program, core.HypergradientOptions(exact_mode='reverse_over_reverse'),
+        None, method='exact')
   assert not gradient_loop.applies(program, method='finite_difference',
                                    order='stages_first')
   assert not gradient_loop.applies(_program(unroll_steps=2), **fd)
