@@ -70,14 +70,17 @@ class _Phase(NamedTuple):
   along_direction: bool = False
 
 
+def _loops(method: str, options: hg.HypergradientOptions) -> bool:
+  """Whether this module computes `method`: exact only forward over reverse."""
+  return method == 'finite_difference' or (
+      method == 'exact' and options.exact_mode == 'forward_over_reverse')
+
+
 def applies(program: prog.Program, *, method: str, order: str,
             options: hg.HypergradientOptions = hg.HypergradientOptions()
             ) -> bool:
-  """Whether `program` stepped this way has the shape this module needs.
-  Exact goes through the loop forward over reverse only."""
-  if method not in METHODS or order != 'validation_first':
-    return False
-  if method == 'exact' and options.exact_mode != 'forward_over_reverse':
+  """Whether `program` stepped this way has the shape this module needs."""
+  if not _loops(method, options) or order != 'validation_first':
     return False
   if len(program.stages) != 1:
     return False
@@ -102,12 +105,11 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
   accepts stepped with `method`; `fallback` (the generic step) runs instead
   when the stage's and the validation's batches differ in shape, since one
   body cannot take both."""
-  if method not in METHODS:
-    raise ValueError(f'gradient_loop: method {method!r} is not allowed; '
-                     f'allowed: {METHODS}')
-  if method == 'exact' and options.exact_mode != 'forward_over_reverse':
-    raise ValueError(f'gradient_loop: exact_mode {options.exact_mode!r} is '
-                     "not allowed; allowed: ('forward_over_reverse',)")
+  if not _loops(method, options):
+    raise ValueError(
+        f'gradient_loop: method {method!r} with exact_mode '
+        f'{options.exact_mode!r} is not allowed; allowed: finite_difference, '
+        'or exact with exact_mode forward_over_reverse')
   stage, validation = program.stages[0], program.validation
   stage_sets, hyper_sets = tuple(stage.active), program.validation_sets
   sets = program.sets
@@ -151,8 +153,9 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
       # the adjoint of the unrolled step's input: -xi times the solution's
       direction = {n: tree_map(lambda a, xi=rule.xi[n]: 0.0 - xi * a,
                                result.stage[n]) for n in stage_sets}
-      return {**carry, 'direction': direction,
-              'r': hg.fd_radius(direction, options.fd_epsilon),
+      r = (hg.fd_radius(direction, options.fd_epsilon)
+           if method == 'finite_difference' else carry['r'])  # exact: unused
+      return {**carry, 'direction': direction, 'r': r,
               'hyper_grads': result.hyper}
 
     def plus(carry, result):
@@ -236,7 +239,7 @@ def make_step(program: prog.Program, options: hg.HypergradientOptions,
 
     def body(carry, i):
       at, batch, ctx = inputs(i, carry)
-      if any(p.along_direction for p in phases):
+      if method == 'exact':
         # A cond, so that the iterations without the product pay a plain
         # gradient; the program holds the gradient and its JVP once each.
         result = lax.cond(

@@ -110,7 +110,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state = sharding.replicate(state, mesh)
   step_fn = sharding.jit_data_parallel(
       core.make_step(program, method=config.hypergradient, order=config.order,
-                     options=options.hypergradient_options(config), jit=False), mesh, donate=True)
+                     options=options.hypergradient_options(config), jit=False),
+      mesh, donate=True)
   # start_step drops log lines and TensorBoard events written after the
   # checkpoint, so a resumed run's logs equal an uninterrupted run's.
   writer = writers.MetricWriter(workdir, start_step=start_step)
