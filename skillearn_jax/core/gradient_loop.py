@@ -72,8 +72,8 @@ class _Phase(NamedTuple):
 
 def _loops(method: str, options: hg.HypergradientOptions) -> bool:
   """Whether this module computes `method`: exact only forward over reverse."""
-  return method == 'finite_difference' or (
-      method == 'exact' and options.exact_mode == 'forward_over_reverse')
+  return method in METHODS and (
+      method != 'exact' or options.exact_mode == 'forward_over_reverse')
 
 
 def applies(program: prog.Program, *, method: str, order: str,
