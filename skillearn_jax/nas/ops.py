@@ -30,7 +30,10 @@ PRIMITIVES = (
 
 # PyTorch's default Conv2d/Linear weight init (kaiming_uniform with a=sqrt(5)) is
 # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), i.e. variance 1/(3 fan_in).
-TORCH_DEFAULT_INIT = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+# float32 pinned: the initializer's default would follow JAX_ENABLE_X64, and a
+# float64 kernel against float32 activations fails in the convolution.
+TORCH_DEFAULT_INIT = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform',
+                                                      dtype=jnp.float32)
 
 BN_MOMENTUM = 0.9  # Flax keeps `momentum` of the old value: PyTorch momentum 0.1.
 BN_EPSILON = 1e-5

@@ -157,8 +157,9 @@ class MixedOp(nn.Module):
         """Affine-free batch norm of each op slice of (O, B, H, W, C), with the running
         statistics of slice o kept at ``paths[o]`` (as ``ops.batch_norm`` keeps them)."""
         c = x.shape[-1]
-        stats = [(self._scope(p).variable('batch_stats', 'mean', jnp.zeros, (c,)),
-                  self._scope(p).variable('batch_stats', 'var', jnp.ones, (c,))) for p in paths]
+        stats = [(self._scope(p).variable('batch_stats', 'mean', jnp.zeros, (c,), jnp.float32),
+                  self._scope(p).variable('batch_stats', 'var', jnp.ones, (c,), jnp.float32))
+                 for p in paths]
         if train:
             mean = jnp.mean(x, axis=(1, 2, 3))
             var = jnp.maximum(0.0, jnp.mean(x * x, axis=(1, 2, 3)) - mean * mean)

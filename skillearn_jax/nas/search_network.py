@@ -50,8 +50,8 @@ def init_alphas(key: jax.Array, nodes: int = 4, num_ops: int = len(ops.PRIMITIVE
         raise ValueError(f'num_ops must be >= 1, got {num_ops}')
     k_normal, k_reduce = jax.random.split(key)
     shape = (num_edges(nodes), num_ops)
-    return {'normal': 1e-3 * jax.random.normal(k_normal, shape),
-            'reduce': 1e-3 * jax.random.normal(k_reduce, shape)}
+    return {'normal': 1e-3 * jax.random.normal(k_normal, shape, jnp.float32),
+            'reduce': 1e-3 * jax.random.normal(k_reduce, shape, jnp.float32)}
 
 
 def validate_primitives(primitives: Sequence[str]) -> None:

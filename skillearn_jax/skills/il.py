@@ -131,7 +131,7 @@ def init_task_nets(nets, key, image_shape, nodes: int):
   for k, net in enumerate(nets[1:], start=1):
     head = nn.Dense(net.num_classes, kernel_init=ops.TORCH_DEFAULT_INIT)
     heads.append({HEAD: head.init(jax.random.fold_in(key, k),
-                                  jnp.zeros((1, features)))['params']})
+                                  jnp.zeros((1, features), jnp.float32))['params']})
   return encoder, heads, alphas, stats
 
 

@@ -1,9 +1,9 @@
 """Tests for skillearn_jax.nas.search_network (and its fused mixed op): edge numbering, alpha
-initialisation, parameter counts pinned to the PyTorch reference, output shapes, and the
-optimised network (scanned edges, fused mixed op) against a plain per-edge, per-primitive
-formulation built from ops.make_op on the same variables, whose convolutions are
-lax.conv_general_dilated with JAX's own derivatives (an independent truth for conv.conv2d, and a
-far smaller program to compile)."""
+initialisation, parameter counts pinned to the PyTorch reference, output shapes, float32
+parameters under JAX_ENABLE_X64, and the optimised network (scanned edges, fused mixed op)
+against a plain per-edge, per-primitive formulation built from ops.make_op on the same
+variables, whose convolutions are lax.conv_general_dilated with JAX's own derivatives (an
+independent truth for conv.conv2d, and a far smaller program to compile)."""
 from typing import Sequence
 from unittest import mock
 
@@ -122,6 +122,20 @@ def test_parameter_count_and_output_shape_match_reference(layers, channels, expe
     assert ops.count_params(variables['params']) == expected
     logits = jax.eval_shape(lambda v: net.apply(v, x, alphas, train=False), variables)
     assert logits.shape == (2, 10)
+
+
+def test_parameters_stay_float32_when_jax_enables_x64():
+    # Under JAX_ENABLE_X64 Flax's initializers default to float64; a float64 kernel or running
+    # statistic against the float32 batches the data pipeline yields broke the convolutions.
+    net = SearchNetwork(**TINY)
+    x = jnp.zeros((2, 8, 8, 3), jnp.float32)
+    with jax.enable_x64():
+        alphas = init_alphas(jax.random.key(1), nodes=2)
+        variables = jax.eval_shape(lambda: net.init(jax.random.key(0), x, alphas, train=False))
+        logits, _ = jax.eval_shape(lambda v: net.apply(v, x, alphas, train=True,
+                                                       mutable=['batch_stats']), variables)
+    assert {leaf.dtype for leaf in jax.tree.leaves((variables, alphas))} == {jnp.dtype('float32')}
+    assert logits.dtype == jnp.float32
 
 
 @pytest.fixture(scope='module')
