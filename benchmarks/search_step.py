@@ -5,7 +5,8 @@
 
 Prints one JSON line per measured configuration with keys impl (jax|torch),
 order (1|2), method, batch, layers, channels, compile_s, median_s, min_s,
-max_s, peak_rss_mb, params_m, and for JAX trace_s, lower_s and xla_s (the
+max_s, peak_rss_mb, params_m, malloc (the heap allocator, `jemalloc` when
+run under LD_PRELOAD as the README's speed section shows), and for JAX trace_s, lower_s and xla_s (the
 parts of compile_s, from `run.compile_watch`) and xla_temp_mb (XLA's temporary
 buffers for one step, from `memory_analysis()`: the step's own footprint,
 where peak_rss_mb also holds the compiler and the tracer) and gradient_loop
@@ -104,7 +105,7 @@ def run_jax(args, method: str, order: int) -> dict:
           'peak_rss_mb': round(resource.getrusage(
               resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
           'xla_temp_mb': round(xla_temp_mb, 1),
-          'params_m': round(params_m, 6)}
+          'params_m': round(params_m, 6), 'malloc': host_memory.allocator()}
 
 
 def run_torch(args, order: int) -> dict | None:
@@ -121,9 +122,12 @@ def run_torch(args, order: int) -> dict | None:
           f'{proc.stderr[-2000:]}', file=sys.stderr)
     return None
   row = json.loads(proc.stdout.strip().splitlines()[-1])
+  from skillearn_jax.run import host_memory  # pylint: disable=import-outside-toplevel
   row.update({'impl': 'torch', 'method': 'finite_difference' if order == 2
               else 'first_order', 'channels': args.channels,
-              'compile_s': 0.0})
+              'compile_s': 0.0,
+              # the reference inherits this process's environment, LD_PRELOAD too
+              'malloc': host_memory.allocator()})
   return row
 
 

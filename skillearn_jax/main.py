@@ -14,6 +14,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from skillearn_jax.run import host_memory
 from skillearn_jax.run import runner
 from skillearn_jax.run import xla_flags
 
@@ -31,7 +32,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not flags.FLAGS['verbosity'].present:   # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
-  print(f'JAX devices: {jax.devices()}', flush=True)
+  print(f'JAX devices: {jax.devices()}; heap allocator: '
+        f'{host_memory.allocator()}', flush=True)
   runner.run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -12,7 +12,8 @@ is on: JAX serializes the executable for the cache right after compiling,
 inside the same call, and the serialization's own allocations (~0.5 GB for
 that step) then land on a heap already trimmed: that run's peak at batch
 16 fell from 2.85-2.97 GB to 2.35-2.37 GB (README speed item 15). Both do
-nothing where the C library is not glibc.
+nothing where the C library is not glibc. `allocator` says which allocator
+serves the process (jemalloc when preloaded).
 
 Capping glibc's arenas instead (`MALLOC_ARENA_MAX`) lowered the peaks too
 but made the finite-difference step 1.1-1.8x slower (2 or 1 arenas), so it
@@ -27,13 +28,29 @@ import threading
 
 
 @functools.lru_cache(maxsize=None)
-def _glibc():
-  """The process's C library when it is glibc (it has `malloc_trim`)."""
+def _process_symbols():
+  """The process's global symbols (its C library and anything preloaded)."""
   try:
-    libc = ctypes.CDLL(None)
+    return ctypes.CDLL(None)
   except (OSError, TypeError):  # no process-wide C library handle (Windows)
     return None
-  return libc if hasattr(libc, 'malloc_trim') else None
+
+
+@functools.lru_cache(maxsize=None)
+def _glibc():
+  """The process's C library when it is glibc (it has `malloc_trim`)."""
+  libc = _process_symbols()
+  return libc if libc is not None and hasattr(libc, 'malloc_trim') else None
+
+
+def allocator() -> str:
+  """Which allocator serves this process's malloc: 'jemalloc' (preloaded with
+  LD_PRELOAD, which the README's speed section measures), 'glibc' or
+  'other'. The runner and the benchmarks report it."""
+  symbols = _process_symbols()
+  if symbols is not None and hasattr(symbols, 'mallctl'):
+    return 'jemalloc'
+  return 'glibc' if _glibc() is not None else 'other'
 
 
 def release() -> bool:

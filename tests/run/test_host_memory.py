@@ -1,7 +1,12 @@
 """Tests for skillearn_jax.run.host_memory: `release` really returns freed
 heap pages to the OS on glibc, and does nothing elsewhere; `Releaser`
-releases on its own thread until stopped, and once more when stopped."""
+releases on its own thread until stopped, and once more when stopped;
+`allocator` names glibc, a preloaded jemalloc, or neither."""
 
+import glob
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -110,3 +115,37 @@ def test_releaser_rejects_a_non_positive_interval():
 def test_release_is_a_no_op_without_glibc(monkeypatch):
   monkeypatch.setattr(host_memory, '_glibc', lambda: None)
   assert host_memory.release() is False
+
+
+class _Symbols:
+  def __init__(self, *names):
+    for name in names:
+      setattr(self, name, object())
+
+
+@pytest.mark.parametrize('names,expected', [
+    (('malloc_trim',), 'glibc'),
+    (('malloc_trim', 'mallctl'), 'jemalloc'),   # jemalloc preloaded on glibc
+    ((), 'other')])
+def test_allocator_names_the_malloc_in_use(monkeypatch, names, expected):
+  symbols = _Symbols(*names)
+  monkeypatch.setattr(host_memory, '_process_symbols', lambda: symbols)
+  monkeypatch.setattr(host_memory, '_glibc', lambda: (
+      symbols if hasattr(symbols, 'malloc_trim') else None))
+  assert host_memory.allocator() == expected
+
+
+# Debian/Ubuntu's libjemalloc2 and Fedora's jemalloc
+_JEMALLOC = (glob.glob('/usr/lib/*-linux-gnu/libjemalloc.so.2') +
+             glob.glob('/usr/lib64/libjemalloc.so.2'))
+
+
+@pytest.mark.skipif(not _JEMALLOC, reason='jemalloc is not installed')
+def test_allocator_sees_a_preloaded_jemalloc():
+  code = ('from skillearn_jax.run import host_memory; '
+          'print(host_memory.allocator())')
+  run = lambda env: subprocess.run(
+      [sys.executable, '-c', code], capture_output=True, text=True, check=True,
+      env={**os.environ, **env}).stdout.strip()
+  assert run({'LD_PRELOAD': _JEMALLOC[0]}) == 'jemalloc'
+  assert run({'LD_PRELOAD': ''}) == host_memory.allocator() == 'glibc'
