@@ -144,8 +144,10 @@ _JEMALLOC = (glob.glob('/usr/lib/*-linux-gnu/libjemalloc.so.2') +
 def test_allocator_sees_a_preloaded_jemalloc():
   code = ('from skillearn_jax.run import host_memory; '
           'print(host_memory.allocator())')
+  # the child imports the package from this checkout, whatever the cwd
+  root = os.path.dirname(os.path.dirname(os.path.dirname(host_memory.__file__)))
   run = lambda env: subprocess.run(
       [sys.executable, '-c', code], capture_output=True, text=True, check=True,
-      env={**os.environ, **env}).stdout.strip()
+      env={**os.environ, 'PYTHONPATH': root, **env}).stdout.strip()
   assert run({'LD_PRELOAD': _JEMALLOC[0]}) == 'jemalloc'
   assert run({'LD_PRELOAD': ''}) == host_memory.allocator() == 'glibc'
