@@ -13,8 +13,9 @@ buffers for one step, from `memory_analysis()`: the step's own footprint,
 where peak_rss_mb also holds the compiler and the tracer) and gradient_loop
 (`--gradient_loop off` writes the second-order steps' gradients out
 instead of sending them through one loop body) and exact_mode (`--exact_mode`,
-how the exact row computes its hypergradient). JAX runs first
-order, second order exact and second order finite difference; the PyTorch reference
+how the exact and implicit rows take their second derivatives). JAX runs
+first order, second order exact and second order finite difference (and
+`implicit`, on request with `--methods`); the PyTorch reference
 (../shared/bench/torch_darts_ref.py, needs `pip install torch==2.13.0`) runs
 orders 1 and 2 with the same settings in the same invocation. Each
 configuration runs in its own process so peak RSS is its own. Batches are
@@ -35,6 +36,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_REF = os.path.join(ROOT, '..', 'shared', 'bench', 'torch_darts_ref.py')
 JAX_METHODS = (('first_order', 1), ('exact', 2), ('finite_difference', 2))
+# Measured on request (`--methods implicit`): the reference has no such step,
+# so its ratio is against the reference's finite-difference one.
+OPT_IN_METHODS = (('implicit', 2),)
 
 
 def _jax_config(args):
@@ -95,7 +99,8 @@ def run_jax(args, method: str, order: int) -> dict:
       times.append(time.perf_counter() - t0)
   return {'impl': 'jax', 'order': order, 'method': method,
           'gradient_loop': args.gradient_loop,
-          **({'exact_mode': args.exact_mode} if method == 'exact' else {}),
+          **({'exact_mode': args.exact_mode}
+             if method in ('exact', 'implicit') else {}),
           'batch': args.batch, 'layers': args.layers,
           'channels': args.channels, 'compile_s': round(phases.wall_s, 3),
           'trace_s': round(phases.trace_s, 3),
@@ -153,13 +158,14 @@ def main(argv=None):
   from skillearn_jax.core import hypergradients  # pylint: disable=import-outside-toplevel
   ap.add_argument('--exact_mode', default='forward_over_reverse',
                   choices=hypergradients.EXACT_MODES,
-                  help='How the exact row computes its hypergradient '
-                  '(core.HypergradientOptions.exact_mode).')
+                  help='How the exact and implicit rows take their second '
+                  'derivatives (core.HypergradientOptions.exact_mode).')
   ap.add_argument('--only', default='', help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
+  known = dict(JAX_METHODS + OPT_IN_METHODS)
   if args.only:  # child process: one JAX configuration
     method = args.only
-    print(json.dumps(run_jax(args, method, dict(JAX_METHODS)[method])),
+    print(json.dumps(run_jax(args, method, known[method])),
           flush=True)
     return
   forwarded = [a for a in (argv if argv is not None else sys.argv[1:])
@@ -167,9 +173,9 @@ def main(argv=None):
   rows = []
   if args.impl in ('both', 'jax'):
     for method in args.methods.split(','):
-      if method not in dict(JAX_METHODS):
+      if method not in known:
         raise SystemExit(f'--methods: unknown {method!r}; allowed: '
-                         f'{[m for m, _ in JAX_METHODS]}')
+                         f'{list(known)}')
       proc = subprocess.run(
           [sys.executable, os.path.abspath(__file__), *forwarded,
            f'--only={method}'], capture_output=True, text=True, cwd=ROOT,

@@ -16,9 +16,9 @@ def base_config(skill: str, mode: str = 'search') -> ml_collections.ConfigDict:
   c.seed = 0
   c.hypergradient = 'exact'       # exact | finite_difference | first_order | implicit
   c.order = 'validation_first'    # validation_first | stages_first
-  # how exact hypergradients are computed (same numbers; forward over reverse
-  # needs less memory and compiles faster): forward_over_reverse |
-  # reverse_over_reverse
+  # how exact and implicit hypergradients take second derivatives (same
+  # numbers; forward over reverse needs less memory and compiles faster):
+  # forward_over_reverse | reverse_over_reverse
   c.exact_mode = 'forward_over_reverse'
   c.fd_epsilon = 0.01
   c.neumann_steps = 10

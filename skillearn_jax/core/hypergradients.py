@@ -26,7 +26,8 @@ through the chain of learning stages (Skillearn Eq. 4-5):
   objective is differentiated at the current stage parameters.
 * ``implicit``: the implicit function theorem at each stage's unrolled
   solution, the inverse Hessian applied by a truncated Neumann series with
-  exact Hessian-vector products; composes over chains of any depth.
+  exact Hessian-vector products, taken as ``exact_mode`` says (forward over
+  reverse by default); composes over chains of any depth.
 
 Every method returns the gradient of the validation objective (the sign for
 maximized sets is the engine's business) plus scalar metrics.
@@ -265,6 +266,15 @@ def _directional_derivative(g, w, inputs, direction, with_w: bool):
   return (d_w, d_inputs) if with_w else d_inputs
 
 
+def _reverse_mixed_product(g, w, inputs, direction, with_w: bool):
+  """The same derivative as `_directional_derivative`, reverse over reverse:
+  the VJP of grad_w G along `direction`, which needs no condition on the
+  loss's custom VJPs."""
+  _, vjp = jax.vjp(jax.grad(g), w, inputs)
+  d_w, d_inputs = vjp(direction)
+  return (d_w, d_inputs) if with_w else d_inputs
+
+
 def _finite_difference(chain: _Chain, hyper, options: HypergradientOptions):
   return _unroll_sweep(chain, hyper, functools.partial(
       _central_difference, epsilon=options.fd_epsilon))
@@ -312,6 +322,10 @@ def _unroll_sweep(chain: _Chain, hyper, mixed_product):
 
 
 def _implicit(chain: _Chain, hyper, options: HypergradientOptions):
+  # The same second derivatives as exact's, taken the way exact_mode says.
+  product = (_directional_derivative
+             if options.exact_mode == 'forward_over_reverse'
+             else _reverse_mixed_product)
 
   def stage_vjp(stage, g, solutions, trajectories, inputs, adjoint):
     del trajectories
@@ -321,17 +335,11 @@ def _implicit(chain: _Chain, hyper, options: HypergradientOptions):
                 jnp.asarray(options.neumann_lr, jnp.float32))
             for n in w_star}
 
-    def grad_w(w, x):
-      grads = jax.grad(g)(w, x)
-      # Weight decay in the unroll rule is part of the stage objective.
-      return _per_set(lambda n, gr, ww: tree_map(
-          lambda a, b: a + rule.weight_decay[n] * b, gr, ww), grads, w)
-
     def hvp(vec):
-      # Reverse over reverse: forward mode could not differentiate a custom
-      # VJP that this gradient (w.r.t. w alone) leaves unlinearized.
-      _, vjp_w = jax.vjp(lambda w: grad_w(w, inputs), w_star)
-      return vjp_w(vec)[0]
+      # Weight decay in the unroll rule is part of the stage objective.
+      h, _ = product(g, w_star, inputs, vec, with_w=True)
+      return _per_set(lambda n, hh, v: tree_map(
+          lambda a, b: a + rule.weight_decay[n] * b, hh, v), h, vec)
 
     # H^-1 v ~= rate * sum_{i=0}^{N} (I - rate*H)^i v
     def body(carry, _):
@@ -344,9 +352,7 @@ def _implicit(chain: _Chain, hyper, options: HypergradientOptions):
     (_, series), _ = jax.lax.scan(body, (adjoint, adjoint), None,
                                   length=options.neumann_steps)
     p = _per_set(lambda n, s: _scale(s, rate[n]), series)
-    _, vjp = jax.vjp(lambda x: grad_w(w_star, x), inputs)
-    (d_inputs,) = vjp(p)
-    return _scale(d_inputs, -1.0)
+    return _scale(product(g, w_star, inputs, p, with_w=False), -1.0)
 
   return _reverse_sweep(chain, hyper, stage_vjp)
 

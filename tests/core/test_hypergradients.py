@@ -62,14 +62,15 @@ def test_ridge_first_order_drops_the_second_order_term():
   assert float(grads['log_lam']) == 0.0
 
 
-def test_ridge_implicit_matches_ift_closed_form_at_the_optimum():
+@pytest.mark.parametrize('exact_mode', core.EXACT_MODES)
+def test_ridge_implicit_matches_ift_closed_form_at_the_optimum(exact_mode):
   h = -1.0
   data = hpo_ridge.make_data(0, n_train=40, n_val=30, dim=5, noise=0.3)
   w_star, _ = hpo_ridge.ridge_solution(jnp.float32(h), data['train'])
   program, state, data = _ridge_state(log_lam=h, w=w_star)
   truth = hpo_ridge.closed_form_implicit(jnp.float32(h), data)
   grads, _ = _hypergrad(program, state, data, 'implicit', neumann_steps=400,
-                        neumann_lr=0.2)
+                        neumann_lr=0.2, exact_mode=exact_mode)
   assert _rel(grads['log_lam'], truth) < 1e-3
 
 
@@ -222,7 +223,8 @@ def _spd(rng, n):
   return jnp.asarray(q @ np.diag(rng.uniform(0.5, 2.0, n)) @ q.T, jnp.float32)
 
 
-def test_two_stage_chain_implicit_matches_ift_at_the_optima():
+@pytest.mark.parametrize('exact_mode', core.EXACT_MODES)
+def test_two_stage_chain_implicit_matches_ift_at_the_optima(exact_mode):
   # a* = P^-1 h1, b* = Q^-1 (a* + h2), L_val = |b* - t|^2 / 2: the true
   # hypergradient of the chained optima is known through linear solves.
   rng = np.random.default_rng(5)
@@ -251,7 +253,7 @@ def test_two_stage_chain_implicit_matches_ift_at_the_optima():
   a, b = optima(h1, h2)
   state = core.init_state(program, {'a': a, 'b': b, 'h1': h1, 'h2': h2})
   grads, _ = _hypergrad(program, state, {'s1': None, 's2': None, 'val': None},
-                        'implicit', neumann_steps=300)
+                        'implicit', neumann_steps=300, exact_mode=exact_mode)
   np.testing.assert_allclose(grads['h1'], truth[0], rtol=1e-3, atol=1e-5)
   np.testing.assert_allclose(grads['h2'], truth[1], rtol=1e-3, atol=1e-5)
 
