@@ -335,24 +335,29 @@ def _implicit(chain: _Chain, hyper, options: HypergradientOptions):
                 jnp.asarray(options.neumann_lr, jnp.float32))
             for n in w_star}
 
-    def hvp(vec):
+    select = lambda pick, a, b: tree_map(
+        lambda x, y: jnp.where(pick, x, y), a, b)
+
+    # H^-1 v ~= rate * sum_{i=0}^{N} (I - rate*H)^i v, then the mixed product
+    # along p = that series: N + 1 iterations of one body, so that the
+    # program holds one second-derivative product rather than two.
+    def body(carry, i):
+      term, total, _ = carry
+      last = i == options.neumann_steps
+      p = _per_set(lambda n, s: _scale(s, rate[n]), total)
+      direction = select(last, p, term)
+      h, d_inputs = product(g, w_star, inputs, direction, with_w=True)
       # Weight decay in the unroll rule is part of the stage objective.
-      h, _ = product(g, w_star, inputs, vec, with_w=True)
-      return _per_set(lambda n, hh, v: tree_map(
-          lambda a, b: a + rule.weight_decay[n] * b, hh, v), h, vec)
-
-    # H^-1 v ~= rate * sum_{i=0}^{N} (I - rate*H)^i v
-    def body(carry, _):
-      term, total = carry
-      h = hvp(term)
       term = _per_set(lambda n, t, hh: tree_map(
-          lambda a, b: a - rate[n] * b, t, hh), term, h)
-      return (term, _add(total, term)), None
+          lambda a, b: a - rate[n] * (b + rule.weight_decay[n] * a), t, hh),
+                      term, h)
+      return (term, _add(total, term), d_inputs), None
 
-    (_, series), _ = jax.lax.scan(body, (adjoint, adjoint), None,
-                                  length=options.neumann_steps)
-    p = _per_set(lambda n, s: _scale(s, rate[n]), series)
-    return _scale(product(g, w_star, inputs, p, with_w=False), -1.0)
+    zero_inputs = tree_map(jnp.zeros_like, inputs)
+    (_, _, d_inputs), _ = jax.lax.scan(
+        body, (adjoint, adjoint, zero_inputs),
+        jnp.arange(options.neumann_steps + 1))
+    return _scale(d_inputs, -1.0)
 
   return _reverse_sweep(chain, hyper, stage_vjp)
 
