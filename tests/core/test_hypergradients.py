@@ -258,6 +258,33 @@ def test_two_stage_chain_implicit_matches_ift_at_the_optima(exact_mode):
   np.testing.assert_allclose(grads['h2'], truth[1], rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.parametrize('exact_mode', core.EXACT_MODES)
+def test_implicit_counts_the_unroll_weight_decay_in_the_hessian(exact_mode):
+  # The unroll rule's weight decay wd is part of the stage objective:
+  # a* = (P + wd I)^-1 h, so the true hypergradient solves with P + wd I.
+  rng = np.random.default_rng(7)
+  pm, wd = _spd(rng, 3), 0.5
+  h, t = (jnp.asarray(rng.normal(size=3), jnp.float32) for _ in range(2))
+  loss = lambda p, b, c: 0.5 * p['a'] @ pm @ p['a'] - p['a'] @ p['h']
+  program = core.Program(
+      param_sets=[core.ParamSet('a', optax.sgd(0.1), unroll_lr=0.3,
+                                unroll_weight_decay=wd),
+                  core.ParamSet('h', optax.sgd(0.1))],
+      stages=[core.Stage('s', active=['a'], supporting=['h'], loss=loss)],
+      validation=core.Validation(
+          lambda p, b, c: 0.5 * jnp.sum((p['a'] - t) ** 2),
+          {'h': 'minimize'}, uses=['s']))
+  optimum = lambda h: jnp.linalg.solve(pm + wd * jnp.eye(3), h)
+  truth = jax.grad(lambda h: 0.5 * jnp.sum((optimum(h) - t) ** 2))(h)
+  state = core.init_state(program, {'a': optimum(h), 'h': h})
+  grads, _ = _hypergrad(program, state, {'s': None, 'val': None}, 'implicit',
+                        neumann_steps=300, exact_mode=exact_mode)
+  np.testing.assert_allclose(grads['h'], truth, rtol=1e-3, atol=1e-5)
+  # By the IFT the answer is H^-1 (a* - t); H = P alone is far off.
+  without_decay = jnp.linalg.solve(pm, optimum(h) - t)
+  assert float(jnp.max(jnp.abs(without_decay - truth))) > 1e-2
+
+
 def test_unknown_method_is_refused():
   program, state, data = _ridge_state()
   with pytest.raises(ValueError, match="hypergradient: unknown method 'magic'"):
