@@ -335,9 +335,6 @@ def _implicit(chain: _Chain, hyper, options: HypergradientOptions):
                 jnp.asarray(options.neumann_lr, jnp.float32))
             for n in w_star}
 
-    select = lambda pick, a, b: tree_map(
-        lambda x, y: jnp.where(pick, x, y), a, b)
-
     # H^-1 v ~= rate * sum_{i=0}^{N} (I - rate*H)^i v, then the mixed product
     # along p = that series: N + 1 iterations of one body, so that the
     # program holds one second-derivative product rather than two.
@@ -345,7 +342,7 @@ def _implicit(chain: _Chain, hyper, options: HypergradientOptions):
       term, total, _ = carry
       last = i == options.neumann_steps
       p = _per_set(lambda n, s: _scale(s, rate[n]), total)
-      direction = select(last, p, term)
+      direction = tree_map(lambda a, b: jnp.where(last, a, b), p, term)
       h, d_inputs = product(g, w_star, inputs, direction, with_w=True)
       # Weight decay in the unroll rule is part of the stage objective.
       term = _per_set(lambda n, t, hh: tree_map(
