@@ -33,12 +33,12 @@ from skillearn_jax.run import xla_flags  # pylint: disable=g-import-not-at-top
 
 xla_flags.apply_defaults()
 
-import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
-from jax import lax  # pylint: disable=g-import-not-at-top
+import jax  # noqa: E402  (after the XLA flags)
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax import lax  # noqa: E402
 
-from skillearn_jax.nas import conv  # pylint: disable=g-import-not-at-top
+from skillearn_jax.nas import conv  # noqa: E402
 
 SCAN_STEPS = 4
 IMPLEMENTATIONS = ('shifted', 'dense', 'grouped')
@@ -54,9 +54,15 @@ def _implementation(name: str):
 
   def grouped(x, kernel):
     p = kernel.shape[0] // 2
-    return lax.conv_general_dilated(x, kernel, (1, 1), ((p, p), (p, p)),
-                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-                                    feature_group_count=x.shape[-1])
+    return lax.conv_general_dilated(
+      x,
+      kernel,
+      (1, 1),
+      ((p, p), (p, p)),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=x.shape[-1],
+    )
+
   return {'shifted': shifted, 'dense': dense, 'grouped': grouped}[name]
 
 
@@ -64,7 +70,9 @@ def _step(conv_fn, target, order: int):
   def loss(x, kernels):
     def body(h, kernel):
       return conv_fn(jax.nn.relu(h), kernel), None
+
     return jnp.sum(lax.scan(body, x, kernels)[0] * target)
+
   if order == 1:
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
   kernel_grad = jax.grad(loss, argnums=1)
@@ -73,8 +81,11 @@ def _step(conv_fn, target, order: int):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--shapes', default='64x32x32x16x5,64x16x16x32x5,64x8x8x64x5,64x32x32x16x3',
-                      help='comma-separated BxHxWxCxK (batch, height, width, channels, kernel)')
+  parser.add_argument(
+    '--shapes',
+    default='64x32x32x16x5,64x16x16x32x5,64x8x8x64x5,64x32x32x16x3',
+    help='comma-separated BxHxWxCxK (batch, height, width, channels, kernel)',
+  )
   parser.add_argument('--order', type=int, choices=(1, 2), default=1)
   parser.add_argument('--impls', default=','.join(IMPLEMENTATIONS))
   parser.add_argument('--iters', type=int, default=5)
@@ -102,13 +113,24 @@ def main(argv=None):
         jax.block_until_ready(compiled(x, kernels))
         times.append(time.perf_counter() - start)
       reference = out if reference is None else reference
-      error = max(float(jnp.max(jnp.abs(a - r)) / (jnp.max(jnp.abs(r)) + 1e-12))
-                  for a, r in zip(jax.tree.leaves(out), jax.tree.leaves(reference)))
+      error = max(
+        float(jnp.max(jnp.abs(a - r)) / (jnp.max(jnp.abs(r)) + 1e-12))
+        for a, r in zip(jax.tree.leaves(out), jax.tree.leaves(reference))
+      )
       medians[name] = 1000 * statistics.median(times) / SCAN_STEPS
-      print(json.dumps({'impl': name, 'shape': shape, 'order': args.order,
-                        'compile_s': round(compile_s, 2),
-                        'median_ms_per_conv': round(medians[name], 2),
-                        'max_rel_error': error}), flush=True)
+      print(
+        json.dumps(
+          {
+            'impl': name,
+            'shape': shape,
+            'order': args.order,
+            'compile_s': round(compile_s, 2),
+            'median_ms_per_conv': round(medians[name], 2),
+            'max_rel_error': error,
+          }
+        ),
+        flush=True,
+      )
     if 'shifted' in medians:
       for name, ms in medians.items():
         if name != 'shifted':

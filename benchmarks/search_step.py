@@ -43,6 +43,7 @@ OPT_IN_METHODS = (('implicit', 2),)
 
 def _jax_config(args):
   from configs import common  # pylint: disable=import-outside-toplevel
+
   c = common.base_config('darts')
   common.darts_search_blocks(c)
   c.data.batch_size = args.batch
@@ -56,6 +57,7 @@ def run_jax(args, method: str, order: int) -> dict:
   from skillearn_jax.run import compile_watch  # pylint: disable=import-outside-toplevel
   from skillearn_jax.run import host_memory  # pylint: disable=import-outside-toplevel
   from skillearn_jax.run import xla_flags  # pylint: disable=import-outside-toplevel
+
   xla_flags.apply_defaults()  # as the CLI runs
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -70,21 +72,28 @@ def run_jax(args, method: str, order: int) -> dict:
   program, _ = darts.darts_program(net, config, steps_per_epoch=390)
   with host_memory.Releaser():  # as the runner builds its model
     weights, alphas, stats = darts.init_supernet(
-        net, jax.random.PRNGKey(args.seed), (32, 32, 3), config.net.nodes)
-    state = core.init_state(program, {darts.WEIGHTS: weights,
-                                      darts.ALPHAS: alphas},
-                            {'batch_stats': stats})
+      net, jax.random.PRNGKey(args.seed), (32, 32, 3), config.net.nodes
+    )
+    state = core.init_state(
+      program, {darts.WEIGHTS: weights, darts.ALPHAS: alphas}, {'batch_stats': stats}
+    )
   params_m = sum(x.size for x in jax.tree_util.tree_leaves(weights)) / 1e6
   rng = np.random.default_rng(0)
-  pool = [{'image': rng.normal(size=(args.batch, 32, 32, 3)).astype(np.float32),
-           'label': rng.integers(0, 10, args.batch).astype(np.int32)}
-          for _ in range(4)]
-  batches = [{'train': pool[(2 * i) % 4], 'val': pool[(2 * i + 1) % 4]}
-             for i in range(4)]
+  pool = [
+    {
+      'image': rng.normal(size=(args.batch, 32, 32, 3)).astype(np.float32),
+      'label': rng.integers(0, 10, args.batch).astype(np.int32),
+    }
+    for _ in range(4)
+  ]
+  batches = [{'train': pool[(2 * i) % 4], 'val': pool[(2 * i + 1) % 4]} for i in range(4)]
   step = core.make_step(
-      program, method=method, donate=True,
-      options=core.HypergradientOptions(exact_mode=args.exact_mode),
-      gradient_loop=args.gradient_loop == 'on')
+    program,
+    method=method,
+    donate=True,
+    options=core.HypergradientOptions(exact_mode=args.exact_mode),
+    gradient_loop=args.gradient_loop == 'on',
+  )
   key = jax.random.PRNGKey(0)
   with host_memory.Releaser(), compile_watch.CompileWatch() as watch:
     compiled = step.lower(state, batches[0], key).compile()
@@ -97,43 +106,69 @@ def run_jax(args, method: str, order: int) -> dict:
     jax.block_until_ready(metrics)
     if it >= args.warmup:
       times.append(time.perf_counter() - t0)
-  return {'impl': 'jax', 'order': order, 'method': method,
-          'gradient_loop': args.gradient_loop,
-          **({'exact_mode': args.exact_mode}
-             if method in ('exact', 'implicit') else {}),
-          'batch': args.batch, 'layers': args.layers,
-          'channels': args.channels, 'compile_s': round(phases.wall_s, 3),
-          'trace_s': round(phases.trace_s, 3),
-          'lower_s': round(phases.lower_s, 3),
-          'xla_s': round(phases.xla_s, 3),
-          'median_s': round(statistics.median(times), 4),
-          'min_s': round(min(times), 4), 'max_s': round(max(times), 4),
-          'peak_rss_mb': round(resource.getrusage(
-              resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-          'xla_temp_mb': round(xla_temp_mb, 1),
-          'params_m': round(params_m, 6), 'malloc': host_memory.allocator()}
+  return {
+    'impl': 'jax',
+    'order': order,
+    'method': method,
+    'gradient_loop': args.gradient_loop,
+    **({'exact_mode': args.exact_mode} if method in ('exact', 'implicit') else {}),
+    'batch': args.batch,
+    'layers': args.layers,
+    'channels': args.channels,
+    'compile_s': round(phases.wall_s, 3),
+    'trace_s': round(phases.trace_s, 3),
+    'lower_s': round(phases.lower_s, 3),
+    'xla_s': round(phases.xla_s, 3),
+    'median_s': round(statistics.median(times), 4),
+    'min_s': round(min(times), 4),
+    'max_s': round(max(times), 4),
+    'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    'xla_temp_mb': round(xla_temp_mb, 1),
+    'params_m': round(params_m, 6),
+    'malloc': host_memory.allocator(),
+  }
 
 
 def run_torch(args, order: int) -> dict | None:
   if not os.path.exists(TORCH_REF):
     print(f'# reference not found at {TORCH_REF}', file=sys.stderr)
     return None
-  cmd = [sys.executable, TORCH_REF, '--order', str(order), '--batch',
-         str(args.batch), '--layers', str(args.layers), '--channels',
-         str(args.channels), '--iters', str(args.iters), '--warmup',
-         str(args.warmup)]
+  cmd = [
+    sys.executable,
+    TORCH_REF,
+    '--order',
+    str(order),
+    '--batch',
+    str(args.batch),
+    '--layers',
+    str(args.layers),
+    '--channels',
+    str(args.channels),
+    '--iters',
+    str(args.iters),
+    '--warmup',
+    str(args.warmup),
+  ]
   proc = subprocess.run(cmd, capture_output=True, text=True)
   if proc.returncode:
-    print(f'# torch reference failed (is torch==2.13.0 installed?):\n'
-          f'{proc.stderr[-2000:]}', file=sys.stderr)
+    print(
+      f'# torch reference failed (is torch==2.13.0 installed?):\n{proc.stderr[-2000:]}',
+      file=sys.stderr,
+    )
     return None
   row = json.loads(proc.stdout.strip().splitlines()[-1])
   from skillearn_jax.run import host_memory  # pylint: disable=import-outside-toplevel
-  row.update({'impl': 'torch', 'method': 'finite_difference' if order == 2
-              else 'first_order', 'channels': args.channels,
-              'compile_s': 0.0,
-              # the reference inherits this process's environment, LD_PRELOAD too
-              'malloc': host_memory.allocator()})
+
+  row.update(
+    {
+      'impl': 'torch',
+      'method': 'finite_difference' if order == 2 else 'first_order',
+      'channels': args.channels,
+      'compile_s': 0.0,
+      # the reference inherits this process's environment, LD_PRELOAD too
+      'malloc': host_memory.allocator(),
+    }
+  )
   return row
 
 
@@ -146,43 +181,57 @@ def main(argv=None):
   ap.add_argument('--warmup', type=int, default=1)
   ap.add_argument('--seed', type=int, default=0)
   ap.add_argument('--impl', choices=('both', 'jax', 'torch'), default='both')
-  ap.add_argument('--methods', default=','.join(m for m, _ in JAX_METHODS),
-                  help='JAX methods to measure, comma separated.')
-  ap.add_argument('--cache_dir', default='',
-                  help='Persistent compilation cache (empty: off, so '
-                  'compile_s is a cold compile).')
-  ap.add_argument('--gradient_loop', choices=('on', 'off'), default='on',
-                  help='Second order (finite difference, exact forward over '
-                  'reverse) through one gradient loop body '
-                  '(core.gradient_loop, the default) or written out.')
+  ap.add_argument(
+    '--methods',
+    default=','.join(m for m, _ in JAX_METHODS),
+    help='JAX methods to measure, comma separated.',
+  )
+  ap.add_argument(
+    '--cache_dir',
+    default='',
+    help='Persistent compilation cache (empty: off, so compile_s is a cold compile).',
+  )
+  ap.add_argument(
+    '--gradient_loop',
+    choices=('on', 'off'),
+    default='on',
+    help='Second order (finite difference, exact forward over '
+    'reverse) through one gradient loop body '
+    '(core.gradient_loop, the default) or written out.',
+  )
   from skillearn_jax.core import hypergradients  # pylint: disable=import-outside-toplevel
-  ap.add_argument('--exact_mode', default='forward_over_reverse',
-                  choices=hypergradients.EXACT_MODES,
-                  help='How the exact and implicit rows take their second '
-                  'derivatives (core.HypergradientOptions.exact_mode).')
+
+  ap.add_argument(
+    '--exact_mode',
+    default='forward_over_reverse',
+    choices=hypergradients.EXACT_MODES,
+    help='How the exact and implicit rows take their second '
+    'derivatives (core.HypergradientOptions.exact_mode).',
+  )
   ap.add_argument('--only', default='', help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
   known = dict(JAX_METHODS + OPT_IN_METHODS)
   if args.only:  # child process: one JAX configuration
     method = args.only
-    print(json.dumps(run_jax(args, method, known[method])),
-          flush=True)
+    print(json.dumps(run_jax(args, method, known[method])), flush=True)
     return
-  forwarded = [a for a in (argv if argv is not None else sys.argv[1:])
-               if not a.startswith('--only')]
+  forwarded = [
+    a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith('--only')
+  ]
   rows = []
   if args.impl in ('both', 'jax'):
     for method in args.methods.split(','):
       if method not in known:
-        raise SystemExit(f'--methods: unknown {method!r}; allowed: '
-                         f'{list(known)}')
+        raise SystemExit(f'--methods: unknown {method!r}; allowed: {list(known)}')
       proc = subprocess.run(
-          [sys.executable, os.path.abspath(__file__), *forwarded,
-           f'--only={method}'], capture_output=True, text=True, cwd=ROOT,
-          env={**os.environ, 'PYTHONPATH': ROOT})
+        [sys.executable, os.path.abspath(__file__), *forwarded, f'--only={method}'],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, 'PYTHONPATH': ROOT},
+      )
       if proc.returncode:
-        print(f'# jax {method} failed:\n{proc.stderr[-3000:]}',
-              file=sys.stderr)
+        print(f'# jax {method} failed:\n{proc.stderr[-3000:]}', file=sys.stderr)
         continue
       line = proc.stdout.strip().splitlines()[-1]
       rows.append(json.loads(line))
@@ -195,9 +244,18 @@ def main(argv=None):
         print(json.dumps(row), flush=True)
   ratios = ratios_to_reference(rows)
   if ratios:
-    print(json.dumps({'impl': 'ratio', 'batch': args.batch,
-                      'layers': args.layers, 'channels': args.channels,
-                      **ratios}), flush=True)
+    print(
+      json.dumps(
+        {
+          'impl': 'ratio',
+          'batch': args.batch,
+          'layers': args.layers,
+          'channels': args.channels,
+          **ratios,
+        }
+      ),
+      flush=True,
+    )
 
 
 def ratios_to_reference(rows) -> dict:
@@ -209,8 +267,7 @@ def ratios_to_reference(rows) -> dict:
     ref = torch.get(r['order'])
     if r['impl'] == 'jax' and ref:
       out[f"{r['method']}_time_ratio"] = round(r['median_s'] / ref['median_s'], 3)
-      out[f"{r['method']}_rss_ratio"] = round(
-          r['peak_rss_mb'] / ref['peak_rss_mb'], 3)
+      out[f"{r['method']}_rss_ratio"] = round(r['peak_rss_mb'] / ref['peak_rss_mb'], 3)
   return out
 
 

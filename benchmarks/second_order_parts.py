@@ -45,6 +45,7 @@ KERNEL_LOG = re.compile(r'ir_compiler\.cc:\d+\] Compiled LLVM module')
 def run_part(args, part: str) -> dict:
   """Measures one part in this process: one JSON-able row."""
   from skillearn_jax.run import xla_flags  # pylint: disable=import-outside-toplevel
+
   xla_flags.apply_defaults()  # as the CLI runs
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -59,12 +60,14 @@ def run_part(args, part: str) -> dict:
   config.net.layers, config.net.channels = args.layers, args.channels
   net = darts.make_supernet(config.net, 10)
   weights, alphas, stats = darts.init_supernet(
-      net, jax.random.PRNGKey(args.seed), (32, 32, 3), config.net.nodes)
-  loss = darts.classification_loss(net, weights='weights', alphas='alphas',
-                                   stats='batch_stats')
+    net, jax.random.PRNGKey(args.seed), (32, 32, 3), config.net.nodes
+  )
+  loss = darts.classification_loss(net, weights='weights', alphas='alphas', stats='batch_stats')
   rng = np.random.default_rng(args.seed)
-  batch = {'image': rng.normal(size=(args.batch, 32, 32, 3)).astype(np.float32),
-           'label': rng.integers(0, 10, args.batch).astype(np.int32)}
+  batch = {
+    'image': rng.normal(size=(args.batch, 32, 32, 3)).astype(np.float32),
+    'label': rng.integers(0, 10, args.batch).astype(np.int32),
+  }
   flat_w, unravel = ravel_pytree(weights)
   # a unit direction, so --fd_radius 0.01 is DARTS' r = 0.01 / ||v||
   v = rng.normal(size=flat_w.shape)
@@ -72,8 +75,9 @@ def run_part(args, part: str) -> dict:
   on, off = jnp.asarray(True), jnp.asarray(False)
 
   def objective(w, a, needs_grad):
-    ctx = prog.LossContext(jax.random.PRNGKey(1), {'batch_stats': stats},
-                           jnp.asarray(0), needs_grad)
+    ctx = prog.LossContext(
+      jax.random.PRNGKey(1), {'batch_stats': stats}, jnp.asarray(0), needs_grad
+    )
     return loss({'weights': w, 'alphas': a}, batch, ctx).value
 
   def alphas_grad(w, a):
@@ -86,23 +90,22 @@ def run_part(args, part: str) -> dict:
     return jax.tree.map(lambda x, y: x + s * y, w, v)
 
   programs = {
-      'gradient': lambda w, a, v: jax.value_and_grad(objective, argnums=(0, 1))(
-          w, a, None),
-      'fd_pair': lambda w, a, v: jax.tree.map(
-          lambda g: (g[0] - g[1]) / (2 * args.fd_radius), jax.lax.map(
-              lambda s: alphas_grad(shifted(w, v, s), a),
-              jnp.asarray([args.fd_radius, -args.fd_radius]))),
-      'mixed_reverse': lambda w, a, v: jax.vjp(
-          lambda a: weights_grad(w, a), a)[1](v)[0],
-      'mixed_forward': lambda w, a, v: jax.jvp(
-          lambda w: jax.grad(objective, argnums=(0, 1))(w, a, None), (w,),
-          (v,))[1][1],
+    'gradient': lambda w, a, v: jax.value_and_grad(objective, argnums=(0, 1))(w, a, None),
+    'fd_pair': lambda w, a, v: jax.tree.map(
+      lambda g: (g[0] - g[1]) / (2 * args.fd_radius),
+      jax.lax.map(
+        lambda s: alphas_grad(shifted(w, v, s), a), jnp.asarray([args.fd_radius, -args.fd_radius])
+      ),
+    ),
+    'mixed_reverse': lambda w, a, v: jax.vjp(lambda a: weights_grad(w, a), a)[1](v)[0],
+    'mixed_forward': lambda w, a, v: jax.jvp(
+      lambda w: jax.grad(objective, argnums=(0, 1))(w, a, None), (w,), (v,)
+    )[1][1],
   }
   inputs = (weights, alphas, direction)
   sys.stderr.write(COMPILE_MARK + '\n')
   sys.stderr.flush()
-  row = {'part': part, 'batch': args.batch, 'layers': args.layers,
-         'channels': args.channels}
+  row = {'part': part, 'batch': args.batch, 'layers': args.layers, 'channels': args.channels}
   t0 = time.perf_counter()
   try:  # forward mode through a custom_vjp fails in the trace or the lowering
     traced = jax.jit(programs[part]).trace(*inputs)
@@ -119,10 +122,15 @@ def run_part(args, part: str) -> dict:
     start = time.perf_counter()
     jax.block_until_ready(compiled(*inputs))
     times.append(time.perf_counter() - start)
-  return {**row, 'trace_s': round(t1 - t0, 2), 'lower_s': round(t2 - t1, 2),
-          'xla_s': round(t3 - t2, 2), 'median_s': round(statistics.median(times), 4),
-          'xla_temp_mb': round(compiled.memory_analysis().temp_size_in_bytes / 2**20, 1),
-          'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+  return {
+    **row,
+    'trace_s': round(t1 - t0, 2),
+    'lower_s': round(t2 - t1, 2),
+    'xla_s': round(t3 - t2, 2),
+    'median_s': round(statistics.median(times), 4),
+    'xla_temp_mb': round(compiled.memory_analysis().temp_size_in_bytes / 2**20, 1),
+    'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+  }
 
 
 def count_kernels(stderr: str) -> int:
@@ -138,10 +146,13 @@ def main(argv=None):
   ap.add_argument('--channels', type=int, default=16)
   ap.add_argument('--iters', type=int, default=3)
   ap.add_argument('--seed', type=int, default=0)
-  ap.add_argument('--fd_radius', type=float, default=1e-2,
-                  help="fd_pair's radius along the unit direction (DARTS: 0.01).")
-  ap.add_argument('--parts', default=','.join(PARTS),
-                  help=f'Comma-separated subset of {PARTS}.')
+  ap.add_argument(
+    '--fd_radius',
+    type=float,
+    default=1e-2,
+    help="fd_pair's radius along the unit direction (DARTS: 0.01).",
+  )
+  ap.add_argument('--parts', default=','.join(PARTS), help=f'Comma-separated subset of {PARTS}.')
   ap.add_argument('--only', default='', help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
   if args.only:  # child process: one part
@@ -151,14 +162,24 @@ def main(argv=None):
   unknown = [p for p in parts if p not in PARTS]
   if unknown:
     raise SystemExit(f'--parts: unknown {unknown}; allowed: {list(PARTS)}')
-  forwarded = [f'--{name}={getattr(args, name)}' for name in (
-      'batch', 'layers', 'channels', 'iters', 'seed', 'fd_radius')]
-  env = {**os.environ, 'PYTHONPATH': ROOT, 'TF_CPP_MIN_LOG_LEVEL': '0',
-         'TF_CPP_VMODULE': 'ir_compiler=1'}
+  forwarded = [
+    f'--{name}={getattr(args, name)}'
+    for name in ('batch', 'layers', 'channels', 'iters', 'seed', 'fd_radius')
+  ]
+  env = {
+    **os.environ,
+    'PYTHONPATH': ROOT,
+    'TF_CPP_MIN_LOG_LEVEL': '0',
+    'TF_CPP_VMODULE': 'ir_compiler=1',
+  }
   for part in parts:
     proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), *forwarded,
-         f'--only={part}'], capture_output=True, text=True, cwd=ROOT, env=env)
+      [sys.executable, os.path.abspath(__file__), *forwarded, f'--only={part}'],
+      capture_output=True,
+      text=True,
+      cwd=ROOT,
+      env=env,
+    )
     if proc.returncode:
       print(f'# {part} failed:\n{proc.stderr[-3000:]}', file=sys.stderr)
       continue

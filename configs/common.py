@@ -12,10 +12,10 @@ import ml_collections
 def base_config(skill: str, mode: str = 'search') -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.skill = skill
-  c.mode = mode                   # search | evaluate
+  c.mode = mode  # search | evaluate
   c.seed = 0
-  c.hypergradient = 'exact'       # exact | finite_difference | first_order | implicit
-  c.order = 'validation_first'    # validation_first | stages_first
+  c.hypergradient = 'exact'  # exact | finite_difference | first_order | implicit
+  c.order = 'validation_first'  # validation_first | stages_first
   # how exact and implicit hypergradients take second derivatives (same
   # numbers; forward over reverse needs less memory and compiles faster):
   # forward_over_reverse | reverse_over_reverse
@@ -23,19 +23,20 @@ def base_config(skill: str, mode: str = 'search') -> ml_collections.ConfigDict:
   c.fd_epsilon = 0.01
   c.neumann_steps = 10
   c.num_epochs = 1
-  c.max_steps = -1                # > 0: stop after this many steps
+  c.max_steps = -1  # > 0: stop after this many steps
   c.log_every_steps = 10
   c.checkpoint_every_steps = 100
   c.keep_checkpoints = 2
-  c.compilation_cache_dir = '~/.cache/skillearn_jax/xla'   # '' turns it off
+  c.compilation_cache_dir = '~/.cache/skillearn_jax/xla'  # '' turns it off
   # True: resume a workdir's checkpoints under a config that differs from
   # its config.json (seed, data, net, optimizer...); refused otherwise.
   c.allow_config_change = False
   return c
 
 
-def darts_search_blocks(c: ml_collections.ConfigDict, *, dataset='cifar10',
-                        num_epochs=50) -> ml_collections.ConfigDict:
+def darts_search_blocks(
+  c: ml_collections.ConfigDict, *, dataset='cifar10', num_epochs=50
+) -> ml_collections.ConfigDict:
   """Data, supernet and optimizer blocks of the official DARTS search.
 
   Weights: SGD 0.025, momentum 0.9, wd 3e-4, per-epoch cosine to 0.001,
@@ -43,19 +44,32 @@ def darts_search_blocks(c: ml_collections.ConfigDict, *, dataset='cifar10',
   training set split 50/50; 8 cells, C = 16, 4 nodes.
   """
   c.num_epochs = num_epochs
-  c.data = ml_collections.ConfigDict(dict(
-      name=dataset, data_dir='', split='train', train_portion=0.5,
+  c.data = ml_collections.ConfigDict(
+    dict(
+      name=dataset,
+      data_dir='',
+      split='train',
+      train_portion=0.5,
       batch_size=64,
-      eval_examples=10000))
-  c.net = ml_collections.ConfigDict(dict(
-      channels=16, layers=8, nodes=4, multiplier=4, stem_multiplier=3,
+      eval_examples=10000,
+    )
+  )
+  c.net = ml_collections.ConfigDict(
+    dict(
+      channels=16,
+      layers=8,
+      nodes=4,
+      multiplier=4,
+      stem_multiplier=3,
       # recompute each mixed op in the backward pass: ~8x less memory
       # for ~15% more step time (batch 16, 5 cells: 3.4 GB -> 0.4 GB)
-      remat=True))
-  c.weights_optim = ml_collections.ConfigDict(dict(
-      lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, clip=5.0))
-  c.alphas_optim = ml_collections.ConfigDict(dict(
-      lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3))
+      remat=True,
+    )
+  )
+  c.weights_optim = ml_collections.ConfigDict(
+    dict(lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, clip=5.0)
+  )
+  c.alphas_optim = ml_collections.ConfigDict(dict(lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3))
   return c
 
 
@@ -74,10 +88,16 @@ def quick_search(c: ml_collections.ConfigDict, *, dataset='digits'):
   return c
 
 
-def evaluation_blocks(c: ml_collections.ConfigDict, *, network: str,
-                      dataset: str, layers: int, channels: int,
-                      batch_size: int, num_epochs: int
-                      ) -> ml_collections.ConfigDict:
+def evaluation_blocks(
+  c: ml_collections.ConfigDict,
+  *,
+  network: str,
+  dataset: str,
+  layers: int,
+  channels: int,
+  batch_size: int,
+  num_epochs: int,
+) -> ml_collections.ConfigDict:
   """Genotype, data, network and optimizer blocks of an evaluation run.
 
   The fields every evaluation recipe sets; the recipe files fill in their
@@ -86,25 +106,45 @@ def evaluation_blocks(c: ml_collections.ConfigDict, *, network: str,
   """
   c.genotype = 'DARTS_V2'
   c.num_epochs = num_epochs
-  c.data = ml_collections.ConfigDict(dict(
-      name=dataset, data_dir='', batch_size=batch_size, eval_batch_size=250,
-      train_examples=0,        # > 0: train on the first N training images
-      eval_examples=0,         # > 0: report on the first N test images
-      cutout_length=0, color_jitter=False,      # color jitter: ImageNet only
-      image_size=224, resize_size=256))         # variable-size images only
-  c.net = ml_collections.ConfigDict(dict(
-      network=network, layers=layers, channels=channels,
-      auxiliary_weight=0.4,    # 0 drops the auxiliary head
-      drop_path_prob=0.0))     # ramped: prob · epoch / num_epochs
-  c.optim = ml_collections.ConfigDict(dict(
-      schedule='cosine',       # cosine (to lr_min) | exponential (× decay_rate)
-      lr=0.025, lr_min=0.0, decay_rate=0.97, momentum=0.9, weight_decay=3e-4,
-      clip=5.0))
+  c.data = ml_collections.ConfigDict(
+    dict(
+      name=dataset,
+      data_dir='',
+      batch_size=batch_size,
+      eval_batch_size=250,
+      train_examples=0,  # > 0: train on the first N training images
+      eval_examples=0,  # > 0: report on the first N test images
+      cutout_length=0,
+      color_jitter=False,  # color jitter: ImageNet only
+      image_size=224,
+      resize_size=256,
+    )
+  )  # variable-size images only
+  c.net = ml_collections.ConfigDict(
+    dict(
+      network=network,
+      layers=layers,
+      channels=channels,
+      auxiliary_weight=0.4,  # 0 drops the auxiliary head
+      drop_path_prob=0.0,
+    )
+  )  # ramped: prob · epoch / num_epochs
+  c.optim = ml_collections.ConfigDict(
+    dict(
+      schedule='cosine',  # cosine (to lr_min) | exponential (× decay_rate)
+      lr=0.025,
+      lr_min=0.0,
+      decay_rate=0.97,
+      momentum=0.9,
+      weight_decay=3e-4,
+      clip=5.0,
+    )
+  )
   c.label_smoothing = 0.0
   c.eval_every_epochs = 1
   # Key implementation of init and drop path: 'rbg' compiles much faster than
   # threefry2x32 on CPU (its bits may differ across backends and versions).
-  c.rng_impl = 'rbg'             # rbg | unsafe_rbg | threefry2x32
+  c.rng_impl = 'rbg'  # rbg | unsafe_rbg | threefry2x32
   return c
 
 
@@ -142,12 +182,10 @@ def multitask_search(skill: str, arg: str, *, config_file: str):
   'cifar100,cifar10' as the IL paper orders them, or the digits pair).
   """
   if arg not in SEARCH_VARIANTS:
-    raise ValueError(f'{config_file}: unknown variant {arg!r}; allowed: '
-                     f'{SEARCH_VARIANTS}')
+    raise ValueError(f'{config_file}: unknown variant {arg!r}; allowed: {SEARCH_VARIANTS}')
   c = base_config(skill)
   darts_search_blocks(c)
-  c.hypergradient = {'1st': 'first_order', 'exact': 'exact'}.get(
-      arg, 'finite_difference')
+  c.hypergradient = {'1st': 'first_order', 'exact': 'exact'}.get(arg, 'finite_difference')
   tasks = 'cifar100,cifar10'
   if arg == 'quick':
     quick_search(c)

@@ -24,17 +24,23 @@ VARIANTS = ('', 'cifar100', 'quick')
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   if arg not in VARIANTS:
-    raise ValueError(f'configs/eval_cifar.py: unknown variant {arg!r}; '
-                     f'allowed: {VARIANTS}')
+    raise ValueError(f'configs/eval_cifar.py: unknown variant {arg!r}; allowed: {VARIANTS}')
   c = common.base_config('eval_cell', mode='evaluate')
   common.evaluation_blocks(
-      c, network='cifar', dataset='cifar100' if arg == 'cifar100' else 'cifar10',
-      layers=20, channels=36, batch_size=96, num_epochs=600)
+    c,
+    network='cifar',
+    dataset='cifar100' if arg == 'cifar100' else 'cifar10',
+    layers=20,
+    channels=36,
+    batch_size=96,
+    num_epochs=600,
+  )
   c.data.cutout_length = 16
   c.net.auxiliary_weight = 0.4
   c.net.drop_path_prob = 0.2
-  c.optim.update(dict(schedule='cosine', lr=0.025, lr_min=0.0, momentum=0.9,
-                      weight_decay=3e-4, clip=5.0))
+  c.optim.update(
+    dict(schedule='cosine', lr=0.025, lr_min=0.0, momentum=0.9, weight_decay=3e-4, clip=5.0)
+  )
   c.log_every_steps = 50
   c.checkpoint_every_steps = 500
   if arg == 'quick':

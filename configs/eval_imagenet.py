@@ -23,17 +23,23 @@ VARIANTS = ('', 'quick')
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   if arg not in VARIANTS:
-    raise ValueError(f'configs/eval_imagenet.py: unknown variant {arg!r}; '
-                     f'allowed: {VARIANTS}')
+    raise ValueError(f'configs/eval_imagenet.py: unknown variant {arg!r}; allowed: {VARIANTS}')
   c = common.base_config('eval_cell', mode='evaluate')
-  common.evaluation_blocks(c, network='imagenet', dataset='imagenet2012',
-                           layers=14, channels=48, batch_size=128,
-                           num_epochs=250)
+  common.evaluation_blocks(
+    c,
+    network='imagenet',
+    dataset='imagenet2012',
+    layers=14,
+    channels=48,
+    batch_size=128,
+    num_epochs=250,
+  )
   c.data.color_jitter = True
   c.net.auxiliary_weight = 0.4
   c.net.drop_path_prob = 0.0
-  c.optim.update(dict(schedule='exponential', lr=0.1, decay_rate=0.97,
-                      momentum=0.9, weight_decay=3e-5, clip=5.0))
+  c.optim.update(
+    dict(schedule='exponential', lr=0.1, decay_rate=0.97, momentum=0.9, weight_decay=3e-5, clip=5.0)
+  )
   c.label_smoothing = 0.1
   c.log_every_steps = 100
   c.checkpoint_every_steps = 1000

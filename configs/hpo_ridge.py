@@ -18,12 +18,21 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c = common.base_config('hpo_ridge')
   c.num_epochs = 200
   c.log_every_steps = 20
-  c.ridge = ml_collections.ConfigDict(dict(
-      n_train=200, n_val=200, dim=20, noise=0.5, xi=0.05, weight_lr=0.05,
-      hyper_lr=0.05, unroll_steps=1, init_log_lam=0.0))
+  c.ridge = ml_collections.ConfigDict(
+    dict(
+      n_train=200,
+      n_val=200,
+      dim=20,
+      noise=0.5,
+      xi=0.05,
+      weight_lr=0.05,
+      hyper_lr=0.05,
+      unroll_steps=1,
+      init_log_lam=0.0,
+    )
+  )
   if arg == 'quick':
     c.num_epochs = 20
   elif arg:
-    raise ValueError(f"configs/hpo_ridge.py: unknown variant {arg!r}; "
-                     "allowed: '', 'quick'")
+    raise ValueError(f"configs/hpo_ridge.py: unknown variant {arg!r}; allowed: '', 'quick'")
   return c

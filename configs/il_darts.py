@@ -34,10 +34,12 @@ VARIANTS = common.SEARCH_VARIANTS
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  c, tasks = common.multitask_search('il', arg,
-                                     config_file='configs/il_darts.py')
-  c.il = ml_collections.ConfigDict(dict(
-      tasks=tasks,          # learners l1..lK, in interleaving order
-      rounds=2,             # M
-      lam=100.0))           # lambda of ||W_k^(m) - W~_prev||^2
+  c, tasks = common.multitask_search('il', arg, config_file='configs/il_darts.py')
+  c.il = ml_collections.ConfigDict(
+    dict(
+      tasks=tasks,  # learners l1..lK, in interleaving order
+      rounds=2,  # M
+      lam=100.0,
+    )
+  )  # lambda of ||W_k^(m) - W~_prev||^2
   return c

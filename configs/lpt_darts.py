@@ -35,29 +35,30 @@ import ml_collections
 
 from configs import common
 
-VARIANTS = ('', 'r18', '2nd', '1st', 'r50', 'difficulty_only', 'test_only',
-            'quick')
+VARIANTS = ('', 'r18', '2nd', '1st', 'r50', 'difficulty_only', 'test_only', 'quick')
 
 
 def lpt_blocks(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The tester's and the creator's blocks, with the paper's defaults."""
-  c.lpt = ml_collections.ConfigDict(dict(
-      mode='full',              # full | test_only | difficulty_only
-      encoder='resnet18',       # tiny | resnet18 | resnet50
-      weight_lambda=1.0,        # lambda: tester validation loss weight
-      weight_gamma=1.0,         # gamma: created-test loss weight in Stage II
-      grid_examples=8))         # most/least selected examples drawn per row
-  c.tester_optim = ml_collections.ConfigDict(dict(
-      lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, clip=5.0))
-  c.creator_optim = ml_collections.ConfigDict(dict(
-      lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3))
+  c.lpt = ml_collections.ConfigDict(
+    dict(
+      mode='full',  # full | test_only | difficulty_only
+      encoder='resnet18',  # tiny | resnet18 | resnet50
+      weight_lambda=1.0,  # lambda: tester validation loss weight
+      weight_gamma=1.0,  # gamma: created-test loss weight in Stage II
+      grid_examples=8,
+    )
+  )  # most/least selected examples drawn per row
+  c.tester_optim = ml_collections.ConfigDict(
+    dict(lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, clip=5.0)
+  )
+  c.creator_optim = ml_collections.ConfigDict(dict(lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3))
   return c
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   if arg not in VARIANTS:
-    raise ValueError(f'configs/lpt_darts.py: unknown variant {arg!r}; '
-                     f'allowed: {VARIANTS}')
+    raise ValueError(f'configs/lpt_darts.py: unknown variant {arg!r}; allowed: {VARIANTS}')
   c = common.base_config('lpt')
   common.darts_search_blocks(c)
   lpt_blocks(c)

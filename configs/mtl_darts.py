@@ -26,10 +26,12 @@ VARIANTS = common.SEARCH_VARIANTS
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  c, tasks = common.multitask_search('mtl', arg,
-                                     config_file='configs/mtl_darts.py')
-  c.mtl = ml_collections.ConfigDict(dict(
+  c, tasks = common.multitask_search('mtl', arg, config_file='configs/mtl_darts.py')
+  c.mtl = ml_collections.ConfigDict(
+    dict(
       tasks=tasks,
-      train_tradeoff=1.0,   # beta: weight of tasks 2..K in the training loss
-      val_tradeoff=1.0))    # alpha: weight of tasks 2..K in the validation loss
+      train_tradeoff=1.0,  # beta: weight of tasks 2..K in the training loss
+      val_tradeoff=1.0,
+    )
+  )  # alpha: weight of tasks 2..K in the validation loss
   return c

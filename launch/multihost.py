@@ -36,53 +36,57 @@ def _int_from_env(name: str) -> int | None:
   try:
     return int(value)
   except ValueError:
-    raise ValueError(f'environment variable {name}: {value!r} is not an '
-                     f'integer') from None
+    raise ValueError(f'environment variable {name}: {value!r} is not an integer') from None
 
 
 def parse_cluster_flags(argv: Sequence[str]):
   """(cluster settings, the remaining argv for skillearn_jax.main)."""
   parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-  parser.add_argument('--coordinator_address',
-                      default=os.environ.get(ENV_COORDINATOR) or None)
-  parser.add_argument('--num_processes', type=int,
-                      default=_int_from_env(ENV_NUM_PROCESSES))
-  parser.add_argument('--process_id', type=int,
-                      default=_int_from_env(ENV_PROCESS_ID))
+  parser.add_argument('--coordinator_address', default=os.environ.get(ENV_COORDINATOR) or None)
+  parser.add_argument('--num_processes', type=int, default=_int_from_env(ENV_NUM_PROCESSES))
+  parser.add_argument('--process_id', type=int, default=_int_from_env(ENV_PROCESS_ID))
   parser.add_argument('--initialization_timeout', type=int, default=300)
   parser.add_argument('--initialize_only', action='store_true')
   cluster, rest = parser.parse_known_args(list(argv[1:]))
-  given = [cluster.coordinator_address, cluster.num_processes,
-           cluster.process_id]
+  given = [cluster.coordinator_address, cluster.num_processes, cluster.process_id]
   if any(v is not None for v in given) and any(v is None for v in given):
     raise ValueError(
-        'launch: give all of --coordinator_address, --num_processes and '
-        '--process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, '
-        'JAX_PROCESS_ID), or none of them to let JAX detect the cluster; got '
-        f'coordinator_address={cluster.coordinator_address!r}, '
-        f'num_processes={cluster.num_processes!r}, '
-        f'process_id={cluster.process_id!r}')
+      'launch: give all of --coordinator_address, --num_processes and '
+      '--process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, '
+      'JAX_PROCESS_ID), or none of them to let JAX detect the cluster; got '
+      f'coordinator_address={cluster.coordinator_address!r}, '
+      f'num_processes={cluster.num_processes!r}, '
+      f'process_id={cluster.process_id!r}'
+    )
   if cluster.num_processes is not None:
     if cluster.num_processes < 1:
-      raise ValueError(f'launch --num_processes: {cluster.num_processes} is '
-                       f'not allowed; must be >= 1')
+      raise ValueError(
+        f'launch --num_processes: {cluster.num_processes} is not allowed; must be >= 1'
+      )
     if not 0 <= cluster.process_id < cluster.num_processes:
-      raise ValueError(f'launch --process_id: {cluster.process_id} is not '
-                       f'allowed; must be in [0, {cluster.num_processes})')
+      raise ValueError(
+        f'launch --process_id: {cluster.process_id} is not '
+        f'allowed; must be in [0, {cluster.num_processes})'
+      )
   return cluster, [argv[0]] + rest
 
 
 def initialize(cluster) -> dict:
   """Joins the cluster; returns what this process sees."""
   import jax  # pylint: disable=g-import-not-at-top
+
   jax.distributed.initialize(
-      coordinator_address=cluster.coordinator_address,
-      num_processes=cluster.num_processes, process_id=cluster.process_id,
-      initialization_timeout=cluster.initialization_timeout)
-  return {'process_index': jax.process_index(),
-          'process_count': jax.process_count(),
-          'local_devices': jax.local_device_count(),
-          'global_devices': jax.device_count()}
+    coordinator_address=cluster.coordinator_address,
+    num_processes=cluster.num_processes,
+    process_id=cluster.process_id,
+    initialization_timeout=cluster.initialization_timeout,
+  )
+  return {
+    'process_index': jax.process_index(),
+    'process_count': jax.process_count(),
+    'local_devices': jax.local_device_count(),
+    'global_devices': jax.device_count(),
+  }
 
 
 def main(argv: Sequence[str]) -> None:
@@ -90,13 +94,13 @@ def main(argv: Sequence[str]) -> None:
   seen = initialize(cluster)
   if cluster.initialize_only:
     if len(rest) > 1:
-      raise ValueError(f'launch --initialize_only: takes no other flags; got '
-                       f'{rest[1:]}')
+      raise ValueError(f'launch --initialize_only: takes no other flags; got {rest[1:]}')
     print(json.dumps(seen), flush=True)
     return
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   from skillearn_jax import main as single_process  # pylint: disable=g-import-not-at-top
+
   flags.mark_flags_as_required(['config', 'workdir'])
   app.run(single_process.main, argv=rest)
 

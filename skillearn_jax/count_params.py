@@ -20,48 +20,62 @@ from skillearn_jax.nas import eval_network, ops
 from skillearn_jax.nas.genotypes import BUILTIN_GENOTYPES, Genotype
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("genotype", None,
-                    f"built-in genotype ({', '.join(BUILTIN_GENOTYPES)}) or a genotype JSON file")
+flags.DEFINE_string(
+  "genotype", None, f"built-in genotype ({', '.join(BUILTIN_GENOTYPES)}) or a genotype JSON file"
+)
 flags.DEFINE_enum("network", "cifar", list(eval_network.NETWORKS), "evaluation network")
 flags.DEFINE_integer("num_classes", None, "classes (default: 10 for cifar, 1000 for imagenet)")
 flags.DEFINE_integer("layers", None, "cells (default: 20 for cifar, 14 for imagenet)")
 flags.DEFINE_integer("channels", None, "initial channels C (default: 36 cifar, 48 imagenet)")
 
 
-def count_eval_params(genotype: Genotype | str, network: str = "cifar", *,
-                      num_classes: int | None = None, layers: int | None = None,
-                      channels: int | None = None) -> dict[str, Any]:
-    """Parameter counts of the evaluation network: `params` and `params_m` exclude the
-    auxiliary head (reported separately as `auxiliary_params`)."""
-    model = eval_network.make_eval_network(network, genotype, num_classes=num_classes,
-                                           layers=layers, channels=channels, auxiliary=True)
-    image_size = eval_network.NETWORK_DEFAULTS[network]["image_size"]
-    main, auxiliary = eval_network.split_auxiliary(eval_network.param_shapes(model, image_size))
-    params = ops.count_params(main)
-    return {
-        "network": network,
-        "layers": model.layers,
-        "channels": model.channels,
-        "num_classes": model.num_classes,
-        "params": params,
-        "params_m": params / 1e6,
-        "auxiliary_params": ops.count_params(auxiliary),
-    }
+def count_eval_params(
+  genotype: Genotype | str,
+  network: str = "cifar",
+  *,
+  num_classes: int | None = None,
+  layers: int | None = None,
+  channels: int | None = None,
+) -> dict[str, Any]:
+  """Parameter counts of the evaluation network: `params` and `params_m` exclude the
+  auxiliary head (reported separately as `auxiliary_params`)."""
+  model = eval_network.make_eval_network(
+    network, genotype, num_classes=num_classes, layers=layers, channels=channels, auxiliary=True
+  )
+  image_size = eval_network.NETWORK_DEFAULTS[network]["image_size"]
+  main, auxiliary = eval_network.split_auxiliary(eval_network.param_shapes(model, image_size))
+  params = ops.count_params(main)
+  return {
+    "network": network,
+    "layers": model.layers,
+    "channels": model.channels,
+    "num_classes": model.num_classes,
+    "params": params,
+    "params_m": params / 1e6,
+    "auxiliary_params": ops.count_params(auxiliary),
+  }
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.genotype:
-        raise app.UsageError("--genotype is required: a built-in name "
-                             f"({', '.join(BUILTIN_GENOTYPES)}) or a genotype JSON file")
-    try:
-        counts = count_eval_params(FLAGS.genotype, FLAGS.network, num_classes=FLAGS.num_classes,
-                                   layers=FLAGS.layers, channels=FLAGS.channels)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
-    print(json.dumps({"genotype": FLAGS.genotype, **counts}))
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS.genotype:
+    raise app.UsageError(
+      "--genotype is required: a built-in name "
+      f"({', '.join(BUILTIN_GENOTYPES)}) or a genotype JSON file"
+    )
+  try:
+    counts = count_eval_params(
+      FLAGS.genotype,
+      FLAGS.network,
+      num_classes=FLAGS.num_classes,
+      layers=FLAGS.layers,
+      channels=FLAGS.channels,
+    )
+  except ValueError as error:
+    raise app.UsageError(str(error)) from None
+  print(json.dumps({"genotype": FLAGS.genotype, **counts}))
 
 
 if __name__ == "__main__":
-    app.run(main)
+  app.run(main)

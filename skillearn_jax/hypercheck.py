@@ -20,10 +20,10 @@ from skillearn_jax.run import compare_hypergradients
 from skillearn_jax.run import config_check
 from skillearn_jax.run import options as options_lib
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.',
-                                          lock_config=True)
-_METHODS = flags.DEFINE_list('methods', list(core.METHODS),
-                             'Methods to compare (exact is always included).')
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.', lock_config=True)
+_METHODS = flags.DEFINE_list(
+  'methods', list(core.METHODS), 'Methods to compare (exact is always included).'
+)
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed repeats per method.')
 _STEP = flags.DEFINE_integer('step', 0, 'Which step\'s batches to use.')
 
@@ -40,9 +40,14 @@ def main(argv):
   state = core.init_state(setup.program, params, model_state)
   options = options_lib.hypergradient_options(config)
   report = compare_hypergradients.compare(
-      setup, state, setup.batches_at(_STEP.value),
-      jax.random.fold_in(key, _STEP.value + 1), methods=_METHODS.value,
-      options=options, repeats=_REPEATS.value)
+    setup,
+    state,
+    setup.batches_at(_STEP.value),
+    jax.random.fold_in(key, _STEP.value + 1),
+    methods=_METHODS.value,
+    options=options,
+    repeats=_REPEATS.value,
+  )
   print(json.dumps(report, indent=1))
 
 

@@ -20,20 +20,18 @@ from skillearn_jax.run import xla_flags
 
 xla_flags.apply_defaults()  # before JAX starts its backend
 
-_WORKDIR = flags.DEFINE_string('workdir', None,
-                               'Directory for checkpoints, metrics and plots.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and plots.')
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file, optionally with a variant: FILE.py:VARIANT.',
-    lock_config=True)
+  'config', None, 'Config file, optionally with a variant: FILE.py:VARIANT.', lock_config=True
+)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:   # orbax logs every save at INFO
+  if not flags.FLAGS['verbosity'].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
-  print(f'JAX devices: {jax.devices()}; heap allocator: '
-        f'{host_memory.allocator()}', flush=True)
+  print(f'JAX devices: {jax.devices()}; heap allocator: {host_memory.allocator()}', flush=True)
   runner.run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -17,7 +17,7 @@ from skillearn_jax.run import xla_flags
 
 xla_flags.apply_defaults()  # before JAX starts its backend
 
-from skillearn_jax.run import compilation_cache  # pylint: disable=g-import-not-at-top
+from skillearn_jax.run import compilation_cache  # noqa: E402  (after the XLA flags)
 
 XLA_CACHE_DIR = tempfile.mkdtemp(prefix='skillearn_test_xla_cache_')
 compilation_cache.enable(XLA_CACHE_DIR, min_compile_time_secs=0.5)
@@ -28,10 +28,10 @@ def releaser_events(monkeypatch) -> list:
   """Replaces `host_memory.Releaser` with a recorder; returns its events,
   'start' per construction and 'stop' per stop (or context exit)."""
   from skillearn_jax.run import host_memory  # pylint: disable=g-import-not-at-top
+
   events = []
 
   class RecordingReleaser:
-
     def __init__(self, interval_s: float = 1.0):
       del interval_s
       events.append('start')

@@ -29,6 +29,7 @@ PyTree = Any
 class FlatSet(NamedTuple):
   """A set raveled: its vector, its optimizer's state for that vector, and
   the inverses that rebuild the original trees."""
+
   params: jax.Array
   opt_state: PyTree
   unravel_params: Callable[[jax.Array], PyTree]
@@ -37,44 +38,46 @@ class FlatSet(NamedTuple):
 
 def _params_like(treedef, shapes):
   """Whether a node of an optimizer state has the params' structure and shapes."""
+
   def check(node) -> bool:
     if jax.tree_util.tree_structure(node) != treedef:
       return False
-    return [getattr(x, 'shape', None) for x in
-            jax.tree_util.tree_leaves(node)] == shapes
+    return [getattr(x, 'shape', None) for x in jax.tree_util.tree_leaves(node)] == shapes
+
   return check
 
 
-def ravel(params: PyTree, opt_state: PyTree,
-          optimizer: optax.GradientTransformation) -> FlatSet | None:
+def ravel(
+  params: PyTree, opt_state: PyTree, optimizer: optax.GradientTransformation
+) -> FlatSet | None:
   """The flat form of one set, or None where it would not be faithful."""
   leaves, treedef = jax.tree_util.tree_flatten(params)
   if len(leaves) < 2 or len({x.dtype for x in leaves}) != 1:
     return None
   flat, unravel_params = ravel_pytree(params)
   is_params_like = _params_like(treedef, [x.shape for x in leaves])
-  state_leaves, state_def = jax.tree_util.tree_flatten(opt_state,
-                                                       is_leaf=is_params_like)
+  state_leaves, state_def = jax.tree_util.tree_flatten(opt_state, is_leaf=is_params_like)
   marks = [is_params_like(x) for x in state_leaves]
   flat_state = jax.tree_util.tree_unflatten(
-      state_def, [ravel_pytree(x)[0] if m else x
-                  for x, m in zip(state_leaves, marks)])
+    state_def, [ravel_pytree(x)[0] if m else x for x, m in zip(state_leaves, marks)]
+  )
   try:
     expected = jax.eval_shape(optimizer.init, flat)
   except (TypeError, ValueError):
     # an optimizer that cannot take a vector (a per-leaf mask, say)
     return None
   shapes = lambda tree: jax.tree_util.tree_map(
-      lambda x: (tuple(x.shape), x.dtype), jax.eval_shape(lambda t: t, tree))
-  if (jax.tree_util.tree_structure(expected) !=
-      jax.tree_util.tree_structure(flat_state) or
-      shapes(expected) != shapes(flat_state)):
+    lambda x: (tuple(x.shape), x.dtype), jax.eval_shape(lambda t: t, tree)
+  )
+  if jax.tree_util.tree_structure(expected) != jax.tree_util.tree_structure(flat_state) or shapes(
+    expected
+  ) != shapes(flat_state):
     return None
 
   def unravel_opt_state(state):
     return jax.tree_util.tree_unflatten(
-        state_def, [unravel_params(x) if m else x
-                    for x, m in zip(jax.tree_util.tree_leaves(state), marks)])
+      state_def,
+      [unravel_params(x) if m else x for x, m in zip(jax.tree_util.tree_leaves(state), marks)],
+    )
 
   return FlatSet(flat, flat_state, unravel_params, unravel_opt_state)
-

@@ -55,21 +55,23 @@ EXACT_MODES = ('forward_over_reverse', 'reverse_over_reverse')
 @dataclasses.dataclass(frozen=True)
 class HypergradientOptions:
   """Knobs of the approximate methods."""
-  fd_epsilon: float = 0.01          # DARTS' R = 0.01 / ||v||
+
+  fd_epsilon: float = 0.01  # DARTS' R = 0.01 / ||v||
   neumann_steps: int = 10
-  neumann_lr: float | None = None   # default: each set's unroll rate xi
-  exact_mode: str = 'forward_over_reverse'   # one of EXACT_MODES
+  neumann_lr: float | None = None  # default: each set's unroll rate xi
+  exact_mode: str = 'forward_over_reverse'  # one of EXACT_MODES
 
   def __post_init__(self):
     if self.exact_mode not in EXACT_MODES:
-      raise ValueError(f'HypergradientOptions.exact_mode: {self.exact_mode!r} '
-                       f'is not allowed; allowed: {EXACT_MODES}')
+      raise ValueError(
+        f'HypergradientOptions.exact_mode: {self.exact_mode!r} '
+        f'is not allowed; allowed: {EXACT_MODES}'
+      )
 
 
 def check_method(method: str) -> str:
   if method not in METHODS:
-    raise ValueError(f'hypergradient: unknown method {method!r}; allowed: '
-                     f'{METHODS}')
+    raise ValueError(f'hypergradient: unknown method {method!r}; allowed: {METHODS}')
   return method
 
 
@@ -88,22 +90,20 @@ def _per_set(fn, *trees):
 class _Chain:
   """The stages of one program evaluated at one state, batches and keys."""
 
-  def __init__(self, program: prog.Program, params, opt_states, model_state,
-               step, batches, key):
+  def __init__(self, program: prog.Program, params, opt_states, model_state, step, batches, key):
     self.program = program
     self.params = params
     self.batches = batches
     self.validation_sets = program.validation_sets
     n = len(program.stages)
     self.ctx = {
-        s.name: prog.LossContext(jax.random.fold_in(key, i), model_state, step)
-        for i, s in enumerate(program.stages)
+      s.name: prog.LossContext(jax.random.fold_in(key, i), model_state, step)
+      for i, s in enumerate(program.stages)
     }
-    self.val_ctx = prog.LossContext(jax.random.fold_in(key, n), model_state,
-                                    step)
+    self.val_ctx = prog.LossContext(jax.random.fold_in(key, n), model_state, step)
     self.rules = {
-        s.name: unroll_lib.unroll_rule(program, s.active, opt_states, params,
-                                       step) for s in program.stages
+      s.name: unroll_lib.unroll_rule(program, s.active, opt_states, params, step)
+      for s in program.stages
     }
 
   # -- evaluation ------------------------------------------------------------
@@ -115,8 +115,7 @@ class _Chain:
 
   def stage_fn(self, stage):
     """G(W, (U part, uses)) -> objective, for this stage's batch and key."""
-    constants = {n: self.params[n] for n in stage.supporting
-                 if n not in self.validation_sets}
+    constants = {n: self.params[n] for n in stage.supporting if n not in self.validation_sets}
     batch = self.batches[stage.data_key]
     ctx = self.ctx[stage.name]
 
@@ -141,8 +140,11 @@ class _Chain:
       inputs = self.differentiable_inputs(stage, hyper, solutions)
       g = self.stage_fn(stage)
       solutions[stage.name], trajectories[stage.name] = unroll_lib.unroll(
-          lambda w, g=g, inputs=inputs: g(w, inputs), self.active(stage),
-          self.rules[stage.name], int(stage.unroll_steps))
+        lambda w, g=g, inputs=inputs: g(w, inputs),
+        self.active(stage),
+        self.rules[stage.name],
+        int(stage.unroll_steps),
+      )
     return solutions, trajectories
 
   def validation_objective(self, hyper, solutions):
@@ -150,9 +152,9 @@ class _Chain:
     for u in self.program.validation_uses:
       merged.update(solutions[u])
     merged.update(hyper)
-    return unroll_lib.stage_objective(self.program.validation, merged,
-                                      self.batches[self.program.validation.data],
-                                      self.val_ctx)
+    return unroll_lib.stage_objective(
+      self.program.validation, merged, self.batches[self.program.validation.data], self.val_ctx
+    )
 
   def current_solutions(self):
     return {s.name: self.active(s) for s in self.program.stages}
@@ -192,8 +194,9 @@ def _exact(chain: _Chain, hyper, options):
 def _first_order(chain: _Chain, hyper, options):
   del options
   solutions = chain.current_solutions()
-  (value, aux), grads = jax.value_and_grad(
-      chain.validation_objective, has_aux=True)(hyper, solutions)
+  (value, aux), grads = jax.value_and_grad(chain.validation_objective, has_aux=True)(
+    hyper, solutions
+  )
   return grads, validation_metrics(value, aux, grads)
 
 
@@ -208,8 +211,8 @@ def _reverse_sweep(chain: _Chain, hyper, stage_vjp):
   solutions, trajectories = chain.solve(hyper)
   solutions = jax.lax.stop_gradient(solutions)
   (value, aux), (grads, adjoints) = jax.value_and_grad(
-      chain.validation_objective, argnums=(0, 1), has_aux=True)(hyper,
-                                                                solutions)
+    chain.validation_objective, argnums=(0, 1), has_aux=True
+  )(hyper, solutions)
   adjoints = dict(adjoints)
   for stage in chain.relevant_stages():
     inputs = chain.differentiable_inputs(stage, hyper, solutions)
@@ -218,8 +221,9 @@ def _reverse_sweep(chain: _Chain, hyper, stage_vjp):
     adjoint = adjoints.get(stage.name)
     if adjoint is None:
       continue
-    d_hyper, d_uses = stage_vjp(stage, chain.stage_fn(stage), solutions,
-                                trajectories, inputs, adjoint)
+    d_hyper, d_uses = stage_vjp(
+      stage, chain.stage_fn(stage), solutions, trajectories, inputs, adjoint
+    )
     for n, g in d_hyper.items():
       grads[n] = _add(grads[n], g)
     for u, g in d_uses.items():
@@ -243,8 +247,11 @@ def _central_difference(g, w, inputs, direction, epsilon, with_w: bool):
   # Both evaluations share one traced body (lax.map over the +/- pair): the
   # stage's network is traced and compiled once instead of twice.
   signs = jnp.array([1.0, -1.0], jnp.float32)
-  points = tree_map(lambda a, b: a[None] + (r * signs).reshape(
-      (2,) + (1,) * a.ndim).astype(a.dtype) * b[None], w, direction)
+  points = tree_map(
+    lambda a, b: a[None] + (r * signs).reshape((2,) + (1,) * a.ndim).astype(a.dtype) * b[None],
+    w,
+    direction,
+  )
   argnums = (0, 1) if with_w else 1
   grad_fn = jax.grad(g, argnums=argnums)
   both = jax.lax.map(lambda point: grad_fn(point, inputs), points)
@@ -261,8 +268,7 @@ def _directional_derivative(g, w, inputs, direction, with_w: bool):
   depends on w, which forward mode could not differentiate as such.
   """
   grad_fn = jax.grad(g, argnums=(0, 1))
-  _, (d_w, d_inputs) = jax.jvp(lambda w: grad_fn(w, inputs), (w,),
-                               (direction,))
+  _, (d_w, d_inputs) = jax.jvp(lambda w: grad_fn(w, inputs), (w,), (direction,))
   return (d_w, d_inputs) if with_w else d_inputs
 
 
@@ -276,8 +282,9 @@ def _reverse_mixed_product(g, w, inputs, direction, with_w: bool):
 
 
 def _finite_difference(chain: _Chain, hyper, options: HypergradientOptions):
-  return _unroll_sweep(chain, hyper, functools.partial(
-      _central_difference, epsilon=options.fd_epsilon))
+  return _unroll_sweep(
+    chain, hyper, functools.partial(_central_difference, epsilon=options.fd_epsilon)
+  )
 
 
 def _unroll_sweep(chain: _Chain, hyper, mixed_product):
@@ -290,12 +297,12 @@ def _unroll_sweep(chain: _Chain, hyper, mixed_product):
     del solutions
     rule = chain.rules[stage.name]
     steps = int(stage.unroll_steps)
+
     # Adjoint recursion for w_{t+1} = w_t - xi*b_{t+1}, b_{t+1} = mu*b_t + d_t,
     # d_t = grad G(w_t) + wd*w_t. vb_total = vb - xi*vw; then
     # vw += (H + wd) vb_total; v_inputs += H_xw vb_total; vb = mu vb_total.
     def total_b(vw, vb):
-      return _per_set(lambda n, a, b: tree_map(
-          lambda x, y: x - rule.xi[n] * y, b, a), vw, vb)
+      return _per_set(lambda n, a, b: tree_map(lambda x, y: x - rule.xi[n] * y, b, a), vw, vb)
 
     v_inputs = tree_map(jnp.zeros_like, inputs)
     vw = adjoint
@@ -307,9 +314,12 @@ def _unroll_sweep(chain: _Chain, hyper, mixed_product):
         vw, vb, v_in = carry
         vbt = total_b(vw, vb)
         d_w, d_in = mixed_product(g, w_t, inputs, vbt, with_w=True)
-        vw = _per_set(lambda n, a, h, b: tree_map(
-            lambda x, y, z: x + y + rule.weight_decay[n] * z, a, h, b),
-                      vw, d_w, vbt)
+        vw = _per_set(
+          lambda n, a, h, b: tree_map(lambda x, y, z: x + y + rule.weight_decay[n] * z, a, h, b),
+          vw,
+          d_w,
+          vbt,
+        )
         vb = _per_set(lambda n, b: _scale(b, rule.momentum[n]), vbt)
         return (vw, vb, _add(v_in, d_in)), None
 
@@ -323,17 +333,22 @@ def _unroll_sweep(chain: _Chain, hyper, mixed_product):
 
 def _implicit(chain: _Chain, hyper, options: HypergradientOptions):
   # The same second derivatives as exact's, taken the way exact_mode says.
-  product = (_directional_derivative
-             if options.exact_mode == 'forward_over_reverse'
-             else _reverse_mixed_product)
+  product = (
+    _directional_derivative
+    if options.exact_mode == 'forward_over_reverse'
+    else _reverse_mixed_product
+  )
 
   def stage_vjp(stage, g, solutions, trajectories, inputs, adjoint):
     del trajectories
     rule = chain.rules[stage.name]
     w_star = solutions[stage.name]
-    rate = {n: (rule.xi[n] if options.neumann_lr is None else
-                jnp.asarray(options.neumann_lr, jnp.float32))
-            for n in w_star}
+    rate = {
+      n: (
+        rule.xi[n] if options.neumann_lr is None else jnp.asarray(options.neumann_lr, jnp.float32)
+      )
+      for n in w_star
+    }
 
     # H^-1 v ~= rate * sum_{i=0}^{N} (I - rate*H)^i v, then the mixed product
     # along p = that series: N + 1 iterations of one body, so that the
@@ -345,33 +360,42 @@ def _implicit(chain: _Chain, hyper, options: HypergradientOptions):
       direction = tree_map(lambda a, b: jnp.where(last, a, b), p, term)
       h, d_inputs = product(g, w_star, inputs, direction, with_w=True)
       # Weight decay in the unroll rule is part of the stage objective.
-      term = _per_set(lambda n, t, hh: tree_map(
-          lambda a, b: a - rate[n] * (b + rule.weight_decay[n] * a), t, hh),
-                      term, h)
+      term = _per_set(
+        lambda n, t, hh: tree_map(lambda a, b: a - rate[n] * (b + rule.weight_decay[n] * a), t, hh),
+        term,
+        h,
+      )
       return (term, _add(total, term), d_inputs), None
 
     zero_inputs = tree_map(jnp.zeros_like, inputs)
     (_, _, d_inputs), _ = jax.lax.scan(
-        body, (adjoint, adjoint, zero_inputs),
-        jnp.arange(options.neumann_steps + 1))
+      body, (adjoint, adjoint, zero_inputs), jnp.arange(options.neumann_steps + 1)
+    )
     return _scale(d_inputs, -1.0)
 
   return _reverse_sweep(chain, hyper, stage_vjp)
 
 
 _IMPLEMENTATIONS = {
-    'exact': _exact,
-    'finite_difference': _finite_difference,
-    'first_order': _first_order,
-    'implicit': _implicit,
+  'exact': _exact,
+  'finite_difference': _finite_difference,
+  'first_order': _first_order,
+  'implicit': _implicit,
 }
 
 
-def hypergradient(program: prog.Program, *, params: Mapping[str, PyTree],
-                  opt_states: Mapping[str, PyTree], model_state: PyTree,
-                  step: jax.Array, batches: Mapping[str, Any], key: jax.Array,
-                  method: str = 'exact',
-                  options: HypergradientOptions = HypergradientOptions()):
+def hypergradient(
+  program: prog.Program,
+  *,
+  params: Mapping[str, PyTree],
+  opt_states: Mapping[str, PyTree],
+  model_state: PyTree,
+  step: jax.Array,
+  batches: Mapping[str, Any],
+  key: jax.Array,
+  method: str = 'exact',
+  options: HypergradientOptions = HypergradientOptions(),
+):
   """Gradient of the validation objective w.r.t. each validation-stage set.
 
   Returns (grads by set name, metrics). Pure; jit it from the outside.

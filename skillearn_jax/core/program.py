@@ -28,9 +28,10 @@ class ProgramError(ValueError):
 
 class LossContext(NamedTuple):
   """What a loss sees besides parameters and data."""
-  key: jax.Array          # distinct per stage and per step; reused for every
-                          # re-evaluation of the same stage within a step
-  model_state: PyTree     # e.g. BatchNorm statistics, keyed as the skill likes
+
+  key: jax.Array  # distinct per stage and per step; reused for every
+  # re-evaluation of the same stage within a step
+  model_state: PyTree  # e.g. BatchNorm statistics, keyed as the skill likes
   step: jax.Array
   # None, or per set name a traced boolean that is False where the caller
   # discards the gradient w.r.t. that set: a loss may then skip computing it
@@ -44,14 +45,14 @@ class LossOutput(NamedTuple):
   A loss may also return a bare scalar; the engine treats it as
   `LossOutput(value)`.
   """
+
   value: jax.Array
-  model_state: PyTree = None    # None: model state unchanged
+  model_state: PyTree = None  # None: model state unchanged
   metrics: Mapping[str, jax.Array] = {}
 
 
 # loss(params_by_set_name, batch, ctx) -> scalar | LossOutput
-LossFn = Callable[[Mapping[str, PyTree], Any, LossContext],
-                  Union[jax.Array, LossOutput]]
+LossFn = Callable[[Mapping[str, PyTree], Any, LossContext], Union[jax.Array, LossOutput]]
 
 
 def reads_needs_grad(loss: LossFn) -> LossFn:
@@ -74,6 +75,7 @@ class ParamSet:
   buffer found in the optimizer state (optax `TraceState`), as DARTS does;
   with the defaults it is plain gradient descent with rate xi.
   """
+
   name: str
   optimizer: optax.GradientTransformation
   unroll_lr: Union[float, Schedule] = 0.0
@@ -94,6 +96,7 @@ class Stage:
   batches (default: the stage name). The optimum is approximated by
   `unroll_steps` virtual gradient steps.
   """
+
   name: str
   active: Sequence[str]
   loss: LossFn
@@ -117,6 +120,7 @@ class Validation:
   max over the test creator, min over the architecture). `uses` lists the
   stages whose solutions the loss sees (default: all).
   """
+
   loss: LossFn
   directions: Mapping[str, str]
   interaction: LossFn | None = None
@@ -128,6 +132,7 @@ class Validation:
 @dataclasses.dataclass(frozen=True)
 class Program:
   """Parameter sets, ordered stages and the validation stage, checked."""
+
   param_sets: Sequence[ParamSet]
   stages: Sequence[Stage]
   validation: Validation
@@ -176,58 +181,66 @@ def check_program(program: Program) -> None:
   for stage in program.stages:
     where = f'stage {stage.name!r}'
     if isinstance(stage.active, str) or isinstance(stage.supporting, str):
-      raise ProgramError(f'{where}: active and supporting must be sequences '
-                         'of set names, not a string')
+      raise ProgramError(
+        f'{where}: active and supporting must be sequences of set names, not a string'
+      )
     if not stage.active:
       raise ProgramError(f'{where}: needs at least one active set')
     for name in list(stage.active) + list(stage.supporting):
       if name not in known:
-        raise ProgramError(f'{where}: unknown parameter set {name!r}; '
-                           f'known sets: {sorted(known)}')
+        raise ProgramError(f'{where}: unknown parameter set {name!r}; known sets: {sorted(known)}')
     for name in stage.active:
       if name in stage.supporting:
-        raise ProgramError(f'{where}: set {name!r} is both active and '
-                           'supporting')
+        raise ProgramError(f'{where}: set {name!r} is both active and supporting')
       if name in active_in:
-        raise ProgramError(f'{where}: set {name!r} is already active in stage '
-                           f'{active_in[name]!r}; a set is learned in one '
-                           'stage only')
+        raise ProgramError(
+          f'{where}: set {name!r} is already active in stage '
+          f'{active_in[name]!r}; a set is learned in one '
+          'stage only'
+        )
       if name in val_sets:
-        raise ProgramError(f'{where}: set {name!r} is active here and also a '
-                           'validation-stage set')
+        raise ProgramError(f'{where}: set {name!r} is active here and also a validation-stage set')
     for name in stage.supporting:
       if name in active_in:
         raise ProgramError(
-            f'{where}: set {name!r} was learned in stage {active_in[name]!r} '
-            'and cannot be supporting later; list that stage in `uses` to '
-            'use its solution')
+          f'{where}: set {name!r} was learned in stage {active_in[name]!r} '
+          'and cannot be supporting later; list that stage in `uses` to '
+          'use its solution'
+        )
     for used in stage.uses:
       if used not in earlier_stages:
-        raise ProgramError(f'{where}: `uses` names {used!r}, which is not an '
-                           f'earlier stage; earlier stages: {earlier_stages}')
+        raise ProgramError(
+          f'{where}: `uses` names {used!r}, which is not an '
+          f'earlier stage; earlier stages: {earlier_stages}'
+        )
     if int(stage.unroll_steps) < 1:
-      raise ProgramError(f'{where}: unroll_steps must be >= 1, got '
-                         f'{stage.unroll_steps}')
+      raise ProgramError(f'{where}: unroll_steps must be >= 1, got {stage.unroll_steps}')
     for name in stage.active:
       active_in[name] = stage.name
     earlier_stages.append(stage.name)
 
   for name, direction in program.validation.directions.items():
     if name not in known:
-      raise ProgramError(f'validation stage: unknown parameter set {name!r}; '
-                         f'known sets: {sorted(known)}')
+      raise ProgramError(
+        f'validation stage: unknown parameter set {name!r}; known sets: {sorted(known)}'
+      )
     if direction not in DIRECTIONS:
-      raise ProgramError(f'validation stage: set {name!r} has direction '
-                         f'{direction!r}; allowed: {DIRECTIONS}')
+      raise ProgramError(
+        f'validation stage: set {name!r} has direction {direction!r}; allowed: {DIRECTIONS}'
+      )
     if not any(name in s.supporting for s in program.stages):
-      raise ProgramError(f'validation stage: set {name!r} is supporting in no '
-                         'stage, so no stage uses it')
+      raise ProgramError(
+        f'validation stage: set {name!r} is supporting in no stage, so no stage uses it'
+      )
   if program.validation.uses is not None:
     for used in program.validation.uses:
       if used not in earlier_stages:
-        raise ProgramError(f'validation stage: `uses` names unknown stage '
-                           f'{used!r}; stages: {earlier_stages}')
+        raise ProgramError(
+          f'validation stage: `uses` names unknown stage {used!r}; stages: {earlier_stages}'
+        )
   for name in set_names:
     if name not in active_in and name not in val_sets:
-      raise ProgramError(f'parameter set {name!r} is active in no stage and '
-                         'not a validation-stage set, so nothing learns it')
+      raise ProgramError(
+        f'parameter set {name!r} is active in no stage and '
+        'not a validation-stage set, so nothing learns it'
+      )

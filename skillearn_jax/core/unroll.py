@@ -28,9 +28,12 @@ def as_output(result) -> prog.LossOutput:
   return prog.LossOutput(value=result)
 
 
-def stage_objective(stage: prog.Stage | prog.Validation,
-                    params: Mapping[str, PyTree], batch: Any,
-                    ctx: prog.LossContext):
+def stage_objective(
+  stage: prog.Stage | prog.Validation,
+  params: Mapping[str, PyTree],
+  batch: Any,
+  ctx: prog.LossContext,
+):
   """Returns (loss + gamma * interaction, (new_model_state, metrics))."""
   out = as_output(stage.loss(params, batch, ctx))
   total = out.value
@@ -45,10 +48,11 @@ def stage_objective(stage: prog.Stage | prog.Validation,
 
 class UnrollRule(NamedTuple):
   """Per-set coefficients of the virtual step W <- W - xi*(mu*m + g + wd*W)."""
+
   xi: dict[str, jax.Array]
   momentum: dict[str, float]
   weight_decay: dict[str, float]
-  buffer: dict[str, PyTree]     # momentum buffer m from the optimizer state
+  buffer: dict[str, PyTree]  # momentum buffer m from the optimizer state
 
 
 def momentum_buffer(opt_state, params: PyTree) -> PyTree:
@@ -59,18 +63,21 @@ def momentum_buffer(opt_state, params: PyTree) -> PyTree:
   return trace
 
 
-def unroll_rule(program: prog.Program, names, opt_states, params,
-                step) -> UnrollRule:
+def unroll_rule(program: prog.Program, names, opt_states, params, step) -> UnrollRule:
   sets = program.sets
   return UnrollRule(
-      xi={n: jnp.asarray(sets[n].xi(step), jnp.float32) for n in names},
-      momentum={n: sets[n].unroll_momentum for n in names},
-      weight_decay={n: sets[n].unroll_weight_decay for n in names},
-      buffer={
-          n: (momentum_buffer(opt_states[n], params[n])
-              if sets[n].unroll_momentum else
-              tree_map(jnp.zeros_like, params[n])) for n in names
-      })
+    xi={n: jnp.asarray(sets[n].xi(step), jnp.float32) for n in names},
+    momentum={n: sets[n].unroll_momentum for n in names},
+    weight_decay={n: sets[n].unroll_weight_decay for n in names},
+    buffer={
+      n: (
+        momentum_buffer(opt_states[n], params[n])
+        if sets[n].unroll_momentum
+        else tree_map(jnp.zeros_like, params[n])
+      )
+      for n in names
+    },
+  )
 
 
 def _virtual_step(grad_fn, rule: UnrollRule, active, buf):
@@ -80,15 +87,13 @@ def _virtual_step(grad_fn, rule: UnrollRule, active, buf):
     mu, wd, xi = rule.momentum[n], rule.weight_decay[n], rule.xi[n]
     direction = tree_map(lambda g, w, wd=wd: g + wd * w, grads[n], active[n])
     new_buf[n] = tree_map(lambda b, d, mu=mu: mu * b + d, buf[n], direction)
-    new_active[n] = tree_map(lambda w, b, xi=xi: w - xi * b, active[n],
-                             new_buf[n])
+    new_active[n] = tree_map(lambda w, b, xi=xi: w - xi * b, active[n], new_buf[n])
   return new_active, new_buf
 
 
 def first_step(rule: UnrollRule, active: dict, grads: dict):
   """W_1 and its momentum buffer from W_0 = `active` and the gradient at W_0."""
-  buf = {n: tree_map(lambda b, m=rule.momentum[n]: m * b, rule.buffer[n])
-         for n in active}
+  buf = {n: tree_map(lambda b, m=rule.momentum[n]: m * b, rule.buffer[n]) for n in active}
   # The buffer update is b <- mu*b + d; pre-scaling the optimizer's trace by
   # mu and then using mu = 1 for the first step would be wrong for T > 1, so
   # the first step is written out: b_1 = mu*m + d_0.
@@ -112,6 +117,5 @@ def unroll(objective_of_active, active: dict, rule: UnrollRule, steps: int):
     return _virtual_step(grad_fn, rule, w, b), w
 
   (w_last, _), traj = jax.lax.scan(body, (w1, b1), None, length=steps - 1)
-  traj = tree_map(lambda w0, rest: jnp.concatenate([w0[None], rest]), active,
-                  traj)
+  traj = tree_map(lambda w0, rest: jnp.concatenate([w0[None], rest]), active, traj)
   return w_last, traj

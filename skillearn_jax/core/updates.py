@@ -24,9 +24,12 @@ def apply_update(param_set: prog.ParamSet, grads, opt_state, params):
   return optax.apply_updates(params, updates), opt_state
 
 
-def apply_validation_grads(program: prog.Program, params: Mapping[str, PyTree],
-                           opt_states: Mapping[str, PyTree],
-                           grads: Mapping[str, PyTree]):
+def apply_validation_grads(
+  program: prog.Program,
+  params: Mapping[str, PyTree],
+  opt_states: Mapping[str, PyTree],
+  grads: Mapping[str, PyTree],
+):
   """Updates every validation set with its hypergradient, negated for the
   maximized ones; returns new (params, opt_states) dicts."""
   params, opt_states = dict(params), dict(opt_states)
@@ -35,7 +38,5 @@ def apply_validation_grads(program: prog.Program, params: Mapping[str, PyTree],
     g = grads[name]
     if direction == 'maximize':
       g = jax.tree_util.tree_map(jnp.negative, g)
-    params[name], opt_states[name] = apply_update(sets[name], g,
-                                                  opt_states[name],
-                                                  params[name])
+    params[name], opt_states[name] = apply_update(sets[name], g, opt_states[name], params[name])
   return params, opt_states

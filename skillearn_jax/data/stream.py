@@ -30,88 +30,92 @@ Seed = Union[int, tuple]
 
 
 def _seed_words(seed: Seed) -> tuple[int, ...]:
-    words = seed if isinstance(seed, tuple) else (seed,)
-    if not words or not all(isinstance(w, (int, np.integer)) and w >= 0 for w in words):
-        raise ValueError(f"seed must be a non-negative integer or a tuple of them; got {seed!r}")
-    return tuple(int(w) for w in words)
+  words = seed if isinstance(seed, tuple) else (seed,)
+  if not words or not all(isinstance(w, (int, np.integer)) and w >= 0 for w in words):
+    raise ValueError(f"seed must be a non-negative integer or a tuple of them; got {seed!r}")
+  return tuple(int(w) for w in words)
 
 
 def seeded_generator(seed: tuple[int, ...], stream: int, counter: int) -> np.random.Generator:
-    """A Generator for (seed, stream, counter) that no other triple shares.
+  """A Generator for (seed, stream, counter) that no other triple shares.
 
-    numpy pads entropy shorter than four words with zeros, so [7] and [7, 0] seed the same
-    generator; the seed's length in the entropy and the four-word minimum rule that out.
-    """
-    return np.random.default_rng([stream, counter, len(seed), *seed])
+  numpy pads entropy shorter than four words with zeros, so [7] and [7, 0] seed the same
+  generator; the seed's length in the entropy and the four-word minimum rule that out.
+  """
+  return np.random.default_rng([stream, counter, len(seed), *seed])
 
 
 @functools.lru_cache(maxsize=8)
 def epoch_permutation(seed: tuple[int, ...], epoch: int, num_examples: int) -> np.ndarray:
-    """The order of positions 0..num_examples-1 in `epoch` (cached: consecutive steps share it)."""
-    order = seeded_generator(seed, PERMUTATION_STREAM, epoch).permutation(num_examples)
-    order.flags.writeable = False
-    return order
+  """The order of positions 0..num_examples-1 in `epoch` (cached: consecutive steps share it)."""
+  order = seeded_generator(seed, PERMUTATION_STREAM, epoch).permutation(num_examples)
+  order.flags.writeable = False
+  return order
 
 
 def _batch(images: np.ndarray, labels: np.ndarray) -> dict:
-    return {"image": np.asarray(images, np.float32), "label": np.asarray(labels, np.int32)}
+  return {"image": np.asarray(images, np.float32), "label": np.asarray(labels, np.int32)}
 
 
 class BatchStream:
-    """Shuffled, augmented training batches of `source[indices]`, addressed by step."""
+  """Shuffled, augmented training batches of `source[indices]`, addressed by step."""
 
-    def __init__(self, source: Source, indices: Sequence[int], batch_size: int, seed: Seed,
-                 augment: Augment):
-        self.indices = check_indices(indices, len(source), source.info.name)
-        if not 1 <= batch_size <= len(self.indices):
-            raise ValueError(f"batch_size must lie in [1, {len(self.indices)}] (the number of "
-                             f"indices); got {batch_size}")
-        self.source = source
-        self.batch_size = batch_size
-        self.seed = _seed_words(seed)
-        self.augment = augment
+  def __init__(
+    self, source: Source, indices: Sequence[int], batch_size: int, seed: Seed, augment: Augment
+  ):
+    self.indices = check_indices(indices, len(source), source.info.name)
+    if not 1 <= batch_size <= len(self.indices):
+      raise ValueError(
+        f"batch_size must lie in [1, {len(self.indices)}] (the number of indices); got {batch_size}"
+      )
+    self.source = source
+    self.batch_size = batch_size
+    self.seed = _seed_words(seed)
+    self.augment = augment
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.indices) // self.batch_size
+  @property
+  def steps_per_epoch(self) -> int:
+    return len(self.indices) // self.batch_size
 
-    def indices_at(self, step: int) -> np.ndarray:
-        """Source indices of the batch at `step`."""
-        if step < 0:
-            raise ValueError(f"step must be >= 0; got {step}")
-        epoch, position = divmod(int(step), self.steps_per_epoch)
-        order = epoch_permutation(self.seed, epoch, len(self.indices))
-        return self.indices[order[position * self.batch_size:(position + 1) * self.batch_size]]
+  def indices_at(self, step: int) -> np.ndarray:
+    """Source indices of the batch at `step`."""
+    if step < 0:
+      raise ValueError(f"step must be >= 0; got {step}")
+    epoch, position = divmod(int(step), self.steps_per_epoch)
+    order = epoch_permutation(self.seed, epoch, len(self.indices))
+    return self.indices[order[position * self.batch_size : (position + 1) * self.batch_size]]
 
-    def batch_at(self, step: int) -> dict:
-        """{'image': float32 NHWC, 'label': int32 N} for `step`; a pure function of (seed, step)."""
-        images, labels = self.source.get(self.indices_at(step))
-        rng = seeded_generator(self.seed, AUGMENT_STREAM, int(step))
-        return _batch(self.augment(images, rng), labels)
+  def batch_at(self, step: int) -> dict:
+    """{'image': float32 NHWC, 'label': int32 N} for `step`; a pure function of (seed, step)."""
+    images, labels = self.source.get(self.indices_at(step))
+    rng = seeded_generator(self.seed, AUGMENT_STREAM, int(step))
+    return _batch(self.augment(images, rng), labels)
 
-    def batches(self, start_step: int = 0) -> Iterator[dict]:
-        """batch_at(start_step), batch_at(start_step + 1), ... without end."""
-        step = start_step
-        while True:
-            yield self.batch_at(step)
-            step += 1
+  def batches(self, start_step: int = 0) -> Iterator[dict]:
+    """batch_at(start_step), batch_at(start_step + 1), ... without end."""
+    step = start_step
+    while True:
+      yield self.batch_at(step)
+      step += 1
 
 
-def eval_batches(source: Source, indices: Sequence[int], batch_size: int,
-                 transform: Augment) -> Iterator[dict]:
-    """In-order batches of `source[indices]` with 'mask'; the last one is padded to batch_size."""
-    indices = check_indices(indices, len(source), source.info.name)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    unused_rng = np.random.default_rng(0)  # Evaluation transforms draw no random numbers.
-    for start in range(0, len(indices), batch_size):
-        images, labels = source.get(indices[start:start + batch_size])
-        batch = _batch(transform(images, unused_rng), labels)
-        real = len(labels)
-        padding = batch_size - real
-        batch["mask"] = np.arange(batch_size) < real
-        if padding:
-            batch["image"] = np.concatenate(
-                [batch["image"], np.zeros((padding, *batch["image"].shape[1:]), np.float32)])
-            batch["label"] = np.concatenate([batch["label"], np.zeros(padding, np.int32)])
-        yield batch
+def eval_batches(
+  source: Source, indices: Sequence[int], batch_size: int, transform: Augment
+) -> Iterator[dict]:
+  """In-order batches of `source[indices]` with 'mask'; the last one is padded to batch_size."""
+  indices = check_indices(indices, len(source), source.info.name)
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+  unused_rng = np.random.default_rng(0)  # Evaluation transforms draw no random numbers.
+  for start in range(0, len(indices), batch_size):
+    images, labels = source.get(indices[start : start + batch_size])
+    batch = _batch(transform(images, unused_rng), labels)
+    real = len(labels)
+    padding = batch_size - real
+    batch["mask"] = np.arange(batch_size) < real
+    if padding:
+      batch["image"] = np.concatenate(
+        [batch["image"], np.zeros((padding, *batch["image"].shape[1:]), np.float32)]
+      )
+      batch["label"] = np.concatenate([batch["label"], np.zeros(padding, np.int32)])
+    yield batch

@@ -10,6 +10,7 @@ and use PyTorch's default initialisation; batch norm uses PyTorch's momentum (0.
 normalises with batch statistics and updates its running statistics in the ``batch_stats``
 collection, in evaluation mode it uses the running statistics.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -18,208 +19,243 @@ import jax.numpy as jnp
 from skillearn_jax.nas.conv import conv2d
 
 PRIMITIVES = (
-    'none',
-    'max_pool_3x3',
-    'avg_pool_3x3',
-    'skip_connect',
-    'sep_conv_3x3',
-    'sep_conv_5x5',
-    'dil_conv_3x3',
-    'dil_conv_5x5',
+  'none',
+  'max_pool_3x3',
+  'avg_pool_3x3',
+  'skip_connect',
+  'sep_conv_3x3',
+  'sep_conv_5x5',
+  'dil_conv_3x3',
+  'dil_conv_5x5',
 )
 
 # PyTorch's default Conv2d/Linear weight init (kaiming_uniform with a=sqrt(5)) is
 # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), i.e. variance 1/(3 fan_in).
 # float32 pinned: the initializer's default would follow JAX_ENABLE_X64, and a
 # float64 kernel against float32 activations fails in the convolution.
-TORCH_DEFAULT_INIT = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform',
-                                                      dtype=jnp.float32)
+TORCH_DEFAULT_INIT = nn.initializers.variance_scaling(
+  1.0 / 3.0, 'fan_in', 'uniform', dtype=jnp.float32
+)
 
 BN_MOMENTUM = 0.9  # Flax keeps `momentum` of the old value: PyTorch momentum 0.1.
 BN_EPSILON = 1e-5
 
 
 def batch_norm(affine: bool, train: bool, name: str | None = None) -> nn.BatchNorm:
-    """Batch norm with PyTorch's defaults; scale and bias only when ``affine``."""
-    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                        use_scale=affine, use_bias=affine, name=name)
+  """Batch norm with PyTorch's defaults; scale and bias only when ``affine``."""
+  return nn.BatchNorm(
+    use_running_average=not train,
+    momentum=BN_MOMENTUM,
+    epsilon=BN_EPSILON,
+    use_scale=affine,
+    use_bias=affine,
+    name=name,
+  )
 
 
 class Conv(nn.Module):
-    """Bias-free 2-D convolution with symmetric integer padding, as ``torch.nn.Conv2d``, run by
-    ``conv.conv2d``; its ``kernel`` is laid out as ``nn.Conv``'s (k, k, C_in / groups, C_out)."""
-    features: int
-    kernel_size: int
-    stride: int = 1
-    padding: int = 0
-    dilation: int = 1
-    groups: int = 1
+  """Bias-free 2-D convolution with symmetric integer padding, as ``torch.nn.Conv2d``, run by
+  ``conv.conv2d``; its ``kernel`` is laid out as ``nn.Conv``'s (k, k, C_in / groups, C_out)."""
 
-    @nn.compact
-    def __call__(self, x):
-        k = self.kernel_size
-        kernel = self.param('kernel', TORCH_DEFAULT_INIT,
-                            (k, k, x.shape[-1] // self.groups, self.features))
-        return conv2d(x, kernel, self.stride, self.padding, self.dilation, self.groups)
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  dilation: int = 1
+  groups: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    kernel = self.param(
+      'kernel', TORCH_DEFAULT_INIT, (k, k, x.shape[-1] // self.groups, self.features)
+    )
+    return conv2d(x, kernel, self.stride, self.padding, self.dilation, self.groups)
 
 
-def conv(features: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1,
-         groups: int = 1, name: str | None = None) -> Conv:
-    """Bias-free 2-D convolution with symmetric integer padding, as ``torch.nn.Conv2d``."""
-    return Conv(features, kernel_size, stride, padding, dilation, groups, name=name)
+def conv(
+  features: int,
+  kernel_size: int,
+  stride: int = 1,
+  padding: int = 0,
+  dilation: int = 1,
+  groups: int = 1,
+  name: str | None = None,
+) -> Conv:
+  """Bias-free 2-D convolution with symmetric integer padding, as ``torch.nn.Conv2d``."""
+  return Conv(features, kernel_size, stride, padding, dilation, groups, name=name)
 
 
 def depthwise_conv(x, kernel, stride: int = 1, dilation: int = 1):
-    """Depthwise conv of NHWC ``x`` with ``kernel`` (k, k, 1, C), 'same' zero padding
-    ``dilation * (k // 2)``, no bias (through ``conv.conv2d``)."""
-    return conv2d(x, kernel, stride, dilation * (kernel.shape[0] // 2), dilation,
-                  groups=x.shape[-1])
+  """Depthwise conv of NHWC ``x`` with ``kernel`` (k, k, 1, C), 'same' zero padding
+  ``dilation * (k // 2)``, no bias (through ``conv.conv2d``)."""
+  return conv2d(x, kernel, stride, dilation * (kernel.shape[0] // 2), dilation, groups=x.shape[-1])
 
 
 class DepthwiseConv(nn.Module):
-    """Depthwise kxk conv (``depthwise_conv``); its kernel is laid out as ``nn.Conv``'s."""
-    kernel_size: int
-    stride: int = 1
-    dilation: int = 1
+  """Depthwise kxk conv (``depthwise_conv``); its kernel is laid out as ``nn.Conv``'s."""
 
-    @nn.compact
-    def __call__(self, x):
-        kernel = self.param('kernel', TORCH_DEFAULT_INIT,
-                            (self.kernel_size, self.kernel_size, 1, x.shape[-1]))
-        return depthwise_conv(x, kernel, self.stride, self.dilation)
+  kernel_size: int
+  stride: int = 1
+  dilation: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param(
+      'kernel', TORCH_DEFAULT_INIT, (self.kernel_size, self.kernel_size, 1, x.shape[-1])
+    )
+    return depthwise_conv(x, kernel, self.stride, self.dilation)
 
 
 class Zero(nn.Module):
-    """The 'none' op: zeros, subsampled like a strided op when ``stride`` > 1."""
-    stride: int = 1
+  """The 'none' op: zeros, subsampled like a strided op when ``stride`` > 1."""
 
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        del train
-        return jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    del train
+    return jnp.zeros_like(x[:, :: self.stride, :: self.stride, :])
 
 
 class Identity(nn.Module):
-    """The stride-1 'skip_connect' op."""
+  """The stride-1 'skip_connect' op."""
 
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        del train
-        return x
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    del train
+    return x
 
 
 class MaxPool(nn.Module):
-    """3x3 max pooling, padding 1 (padded cells never win)."""
-    stride: int = 1
+  """3x3 max pooling, padding 1 (padded cells never win)."""
 
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        del train
-        return nn.max_pool(x, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)))
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    del train
+    return nn.max_pool(x, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)))
 
 
 class AvgPool(nn.Module):
-    """3x3 average pooling, padding 1, padded cells excluded from the count."""
-    stride: int = 1
+  """3x3 average pooling, padding 1, padded cells excluded from the count."""
 
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        del train
-        return nn.avg_pool(x, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)),
-                           count_include_pad=False)
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    del train
+    return nn.avg_pool(
+      x,
+      (3, 3),
+      strides=(self.stride, self.stride),
+      padding=((1, 1), (1, 1)),
+      count_include_pad=False,
+    )
 
 
 class ReLUConvBN(nn.Module):
-    """ReLU -> conv (no bias) -> batch norm."""
-    channels: int
-    kernel_size: int = 1
-    stride: int = 1
-    padding: int = 0
-    affine: bool = True
+  """ReLU -> conv (no bias) -> batch norm."""
 
-    @nn.compact
-    def __call__(self, x, *, train: bool):
-        x = conv(self.channels, self.kernel_size, self.stride, self.padding, name='conv')(nn.relu(x))
-        return batch_norm(self.affine, train, name='bn')(x)
+  channels: int
+  kernel_size: int = 1
+  stride: int = 1
+  padding: int = 0
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    x = conv(self.channels, self.kernel_size, self.stride, self.padding, name='conv')(nn.relu(x))
+    return batch_norm(self.affine, train, name='bn')(x)
 
 
 class DilConv(nn.Module):
-    """ReLU -> depthwise kxk (stride, dilation) -> pointwise 1x1 -> batch norm."""
-    channels: int
-    kernel_size: int
-    stride: int
-    padding: int
-    dilation: int
-    affine: bool = True
+  """ReLU -> depthwise kxk (stride, dilation) -> pointwise 1x1 -> batch norm."""
 
-    @nn.compact
-    def __call__(self, x, *, train: bool):
-        c_in = x.shape[-1]
-        if self.padding != self.dilation * (self.kernel_size // 2):
-            raise ValueError(f'DilConv: only same padding dilation * (kernel_size // 2) is '
-                             f'supported, got padding={self.padding}')
-        x = DepthwiseConv(self.kernel_size, self.stride, self.dilation, name='depthwise')(
-            nn.relu(x))
-        x = conv(self.channels, 1, name='pointwise')(x)
-        return batch_norm(self.affine, train, name='bn')(x)
+  channels: int
+  kernel_size: int
+  stride: int
+  padding: int
+  dilation: int
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    if self.padding != self.dilation * (self.kernel_size // 2):
+      raise ValueError(
+        f'DilConv: only same padding dilation * (kernel_size // 2) is '
+        f'supported, got padding={self.padding}'
+      )
+    x = DepthwiseConv(self.kernel_size, self.stride, self.dilation, name='depthwise')(nn.relu(x))
+    x = conv(self.channels, 1, name='pointwise')(x)
+    return batch_norm(self.affine, train, name='bn')(x)
 
 
 class SepConv(nn.Module):
-    """Two stacked DilConv blocks with dilation 1; the stride applies to the first only."""
-    channels: int
-    kernel_size: int
-    stride: int
-    padding: int
-    affine: bool = True
+  """Two stacked DilConv blocks with dilation 1; the stride applies to the first only."""
 
-    @nn.compact
-    def __call__(self, x, *, train: bool):
-        k, p = self.kernel_size, self.padding
-        x = DilConv(x.shape[-1], k, self.stride, p, 1, self.affine, name='block1')(x, train=train)
-        return DilConv(self.channels, k, 1, p, 1, self.affine, name='block2')(x, train=train)
+  channels: int
+  kernel_size: int
+  stride: int
+  padding: int
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    k, p = self.kernel_size, self.padding
+    x = DilConv(x.shape[-1], k, self.stride, p, 1, self.affine, name='block1')(x, train=train)
+    return DilConv(self.channels, k, 1, p, 1, self.affine, name='block2')(x, train=train)
 
 
 class FactorizedReduce(nn.Module):
-    """Halve the resolution: ReLU, two 1x1 stride-2 convs (the second on the input shifted by
-    one pixel), each with half the output channels, concatenated, then batch norm."""
-    channels: int
-    affine: bool = True
+  """Halve the resolution: ReLU, two 1x1 stride-2 convs (the second on the input shifted by
+  one pixel), each with half the output channels, concatenated, then batch norm."""
 
-    @nn.compact
-    def __call__(self, x, *, train: bool):
-        if self.channels % 2:
-            raise ValueError(f'FactorizedReduce: channels must be even, got {self.channels}')
-        x = nn.relu(x)
-        half = self.channels // 2
-        y = jnp.concatenate([conv(half, 1, stride=2, name='conv_1')(x),
-                             conv(half, 1, stride=2, name='conv_2')(x[:, 1:, 1:, :])], axis=-1)
-        return batch_norm(self.affine, train, name='bn')(y)
+  channels: int
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    if self.channels % 2:
+      raise ValueError(f'FactorizedReduce: channels must be even, got {self.channels}')
+    x = nn.relu(x)
+    half = self.channels // 2
+    y = jnp.concatenate(
+      [
+        conv(half, 1, stride=2, name='conv_1')(x),
+        conv(half, 1, stride=2, name='conv_2')(x[:, 1:, 1:, :]),
+      ],
+      axis=-1,
+    )
+    return batch_norm(self.affine, train, name='bn')(y)
 
 
-def make_op(name: str, channels: int, stride: int, affine: bool,
-            module_name: str | None = None) -> nn.Module:
-    """The primitive ``name`` mapping ``channels`` to ``channels`` at ``stride`` (1 or 2),
-    as in the official DARTS ``OPS`` table (pooling ops carry no batch norm here)."""
-    if stride not in (1, 2):
-        raise ValueError(f'make_op: stride must be 1 or 2, got {stride}')
-    kw = dict(name=module_name)
-    if name == 'none':
-        return Zero(stride, **kw)
-    if name == 'max_pool_3x3':
-        return MaxPool(stride, **kw)
-    if name == 'avg_pool_3x3':
-        return AvgPool(stride, **kw)
-    if name == 'skip_connect':
-        return Identity(**kw) if stride == 1 else FactorizedReduce(channels, affine, **kw)
-    if name in ('sep_conv_3x3', 'sep_conv_5x5'):
-        k = int(name[-1])
-        return SepConv(channels, k, stride, k // 2, affine, **kw)
-    if name in ('dil_conv_3x3', 'dil_conv_5x5'):
-        k = int(name[-1])
-        return DilConv(channels, k, stride, k - 1, 2, affine, **kw)
-    raise ValueError(f'make_op: unknown primitive {name!r}; allowed: {", ".join(PRIMITIVES)}')
+def make_op(
+  name: str, channels: int, stride: int, affine: bool, module_name: str | None = None
+) -> nn.Module:
+  """The primitive ``name`` mapping ``channels`` to ``channels`` at ``stride`` (1 or 2),
+  as in the official DARTS ``OPS`` table (pooling ops carry no batch norm here)."""
+  if stride not in (1, 2):
+    raise ValueError(f'make_op: stride must be 1 or 2, got {stride}')
+  kw = dict(name=module_name)
+  if name == 'none':
+    return Zero(stride, **kw)
+  if name == 'max_pool_3x3':
+    return MaxPool(stride, **kw)
+  if name == 'avg_pool_3x3':
+    return AvgPool(stride, **kw)
+  if name == 'skip_connect':
+    return Identity(**kw) if stride == 1 else FactorizedReduce(channels, affine, **kw)
+  if name in ('sep_conv_3x3', 'sep_conv_5x5'):
+    k = int(name[-1])
+    return SepConv(channels, k, stride, k // 2, affine, **kw)
+  if name in ('dil_conv_3x3', 'dil_conv_5x5'):
+    k = int(name[-1])
+    return DilConv(channels, k, stride, k - 1, 2, affine, **kw)
+  raise ValueError(f'make_op: unknown primitive {name!r}; allowed: {", ".join(PRIMITIVES)}')
 
 
 def count_params(params) -> int:
-    """Number of scalars in a parameter pytree."""
-    return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
+  """Number of scalars in a parameter pytree."""
+  return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))

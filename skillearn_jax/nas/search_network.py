@@ -12,6 +12,7 @@ cells of equal shapes (the scan is one jitted function per configuration, whose 
 caches), which keeps the program small enough to compile a second-order DARTS step in seconds
 rather than minutes.
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,35 +31,38 @@ NUM_INPUT_STATES = 2  # a cell reads the outputs of the two previous cells
 
 
 def num_edges(nodes: int) -> int:
-    """Number of edges of a cell with ``nodes`` intermediate nodes (14 for 4 nodes)."""
-    if nodes < 1:
-        raise ValueError(f'nodes must be >= 1, got {nodes}')
-    return sum(NUM_INPUT_STATES + i for i in range(nodes))
+  """Number of edges of a cell with ``nodes`` intermediate nodes (14 for 4 nodes)."""
+  if nodes < 1:
+    raise ValueError(f'nodes must be >= 1, got {nodes}')
+  return sum(NUM_INPUT_STATES + i for i in range(nodes))
 
 
 def cell_edges(nodes: int) -> list[tuple[int, int]]:
-    """``(source_state, target_node)`` per edge in DARTS order; states 0, 1 are the cell
-    inputs, state ``2 + i`` is intermediate node ``i``."""
-    num_edges(nodes)
-    return [(j, i) for i in range(nodes) for j in range(NUM_INPUT_STATES + i)]
+  """``(source_state, target_node)`` per edge in DARTS order; states 0, 1 are the cell
+  inputs, state ``2 + i`` is intermediate node ``i``."""
+  num_edges(nodes)
+  return [(j, i) for i in range(nodes) for j in range(NUM_INPUT_STATES + i)]
 
 
 def init_alphas(key: jax.Array, nodes: int = 4, num_ops: int = len(ops.PRIMITIVES)) -> dict:
-    """Architecture parameters ``{'normal', 'reduce'}``, each ``1e-3 * N(0, 1)`` of shape
-    ``(num_edges(nodes), num_ops)``, as in the official code."""
-    if num_ops < 1:
-        raise ValueError(f'num_ops must be >= 1, got {num_ops}')
-    k_normal, k_reduce = jax.random.split(key)
-    shape = (num_edges(nodes), num_ops)
-    return {'normal': 1e-3 * jax.random.normal(k_normal, shape, jnp.float32),
-            'reduce': 1e-3 * jax.random.normal(k_reduce, shape, jnp.float32)}
+  """Architecture parameters ``{'normal', 'reduce'}``, each ``1e-3 * N(0, 1)`` of shape
+  ``(num_edges(nodes), num_ops)``, as in the official code."""
+  if num_ops < 1:
+    raise ValueError(f'num_ops must be >= 1, got {num_ops}')
+  k_normal, k_reduce = jax.random.split(key)
+  shape = (num_edges(nodes), num_ops)
+  return {
+    'normal': 1e-3 * jax.random.normal(k_normal, shape, jnp.float32),
+    'reduce': 1e-3 * jax.random.normal(k_reduce, shape, jnp.float32),
+  }
 
 
 def validate_primitives(primitives: Sequence[str]) -> None:
-    unknown = [p for p in primitives if p not in ops.PRIMITIVES]
-    if not primitives or unknown or len(set(primitives)) != len(primitives):
-        raise ValueError(f'primitives must be distinct names from {ops.PRIMITIVES}, '
-                         f'got {tuple(primitives)}')
+  unknown = [p for p in primitives if p not in ops.PRIMITIVES]
+  if not primitives or unknown or len(set(primitives)) != len(primitives):
+    raise ValueError(
+      f'primitives must be distinct names from {ops.PRIMITIVES}, got {tuple(primitives)}'
+    )
 
 
 # remat wraps the mixed op alone, so the edge scan saves its input slice per edge rather than
@@ -71,195 +75,256 @@ _RematMixedOp = _remat_mixed_op(_remat_mixed_op(MixedOp))
 
 
 class _EdgeStep(nn.Module):
-    """One edge of a cell's edge scan: the carry is the node-sum buffer; the edge reads its
-    source from ``inputs`` (the cell inputs, when the input edges are strided and so differ in
-    shape from the nodes) or else from the buffer itself."""
-    channels: int
-    stride: int
-    primitives: Sequence[str]
-    train: bool
-    read_inputs: bool
-    remat: bool
+  """One edge of a cell's edge scan: the carry is the node-sum buffer; the edge reads its
+  source from ``inputs`` (the cell inputs, when the input edges are strided and so differ in
+  shape from the nodes) or else from the buffer itself."""
 
-    @nn.compact
-    def __call__(self, buffer, edge, inputs, grad_gates):
-        source, target, weights = edge
-        x = lax.dynamic_index_in_dim(inputs if self.read_inputs else buffer, source,
-                                     keepdims=False)
-        mixed_op = _RematMixedOp if self.remat else MixedOp
-        y = mixed_op(self.channels, self.stride, self.primitives, name='mixed_op')(
-            x, weights, self.train, grad_gates)
-        updated = lax.dynamic_index_in_dim(buffer, target, keepdims=False) + y
-        return lax.dynamic_update_index_in_dim(buffer, updated, target, 0), None
+  channels: int
+  stride: int
+  primitives: Sequence[str]
+  train: bool
+  read_inputs: bool
+  remat: bool
+
+  @nn.compact
+  def __call__(self, buffer, edge, inputs, grad_gates):
+    source, target, weights = edge
+    x = lax.dynamic_index_in_dim(inputs if self.read_inputs else buffer, source, keepdims=False)
+    mixed_op = _RematMixedOp if self.remat else MixedOp
+    y = mixed_op(self.channels, self.stride, self.primitives, name='mixed_op')(
+      x, weights, self.train, grad_gates
+    )
+    updated = lax.dynamic_index_in_dim(buffer, target, keepdims=False) + y
+    return lax.dynamic_update_index_in_dim(buffer, updated, target, 0), None
 
 
-def _edge_scan(cell: nn.Module, buffer, edges, inputs, name: str, remat: bool = False,
-               grad_gates=None, **step_fields):
-    """Run ``_EdgeStep`` over ``edges`` = (sources, targets, weights), one stacked set of
-    variables per edge (``cell``'s subtree ``name``); with ``remat`` the backward pass
-    recomputes each edge's mixed op from its input instead of keeping its intermediates.
+def _edge_scan(
+  cell: nn.Module,
+  buffer,
+  edges,
+  inputs,
+  name: str,
+  remat: bool = False,
+  grad_gates=None,
+  **step_fields,
+):
+  """Run ``_EdgeStep`` over ``edges`` = (sources, targets, weights), one stacked set of
+  variables per edge (``cell``'s subtree ``name``); with ``remat`` the backward pass
+  recomputes each edge's mixed op from its input instead of keeping its intermediates.
 
-    ``nn.scan`` creates the variables; once they exist, the scan runs as ``_shared_scan``,
-    one jitted function per edge-step configuration, so cells of equal shapes (the 8-cell
-    supernet's pairs 0/1, 3/4, 6/7) share one trace and JAX transforms it once per derivative
-    instead of once per cell (README speed item 21)."""
-    fields = dict(read_inputs=inputs is not None, remat=remat, **step_fields)
-    inputs = jnp.zeros(()) if inputs is None else inputs
-    if cell.is_initializing():
-        scanned = nn.scan(_EdgeStep, variable_axes={'params': 0, 'batch_stats': 0},
-                          split_rngs={'params': True}, in_axes=(0, nn.broadcast, nn.broadcast),
-                          length=len(edges[0]))
-        buffer, _ = scanned(name=name, **fields)(buffer, edges, inputs, grad_gates)
-        return buffer
-    variables = {col: cell.variables[col][name] for col in ('params', 'batch_stats')
-                 if name in cell.variables.get(col, {})}
-    update_stats = fields['train'] and cell.is_mutable_collection('batch_stats')
-    buffer, stats = _shared_scan(update_stats=update_stats, **fields)(
-        variables, buffer, edges, inputs, grad_gates)
-    if update_stats:
-        cell.put_variable('batch_stats', name, stats)
+  ``nn.scan`` creates the variables; once they exist, the scan runs as ``_shared_scan``,
+  one jitted function per edge-step configuration, so cells of equal shapes (the 8-cell
+  supernet's pairs 0/1, 3/4, 6/7) share one trace and JAX transforms it once per derivative
+  instead of once per cell (README speed item 21)."""
+  fields = dict(read_inputs=inputs is not None, remat=remat, **step_fields)
+  inputs = jnp.zeros(()) if inputs is None else inputs
+  if cell.is_initializing():
+    scanned = nn.scan(
+      _EdgeStep,
+      variable_axes={'params': 0, 'batch_stats': 0},
+      split_rngs={'params': True},
+      in_axes=(0, nn.broadcast, nn.broadcast),
+      length=len(edges[0]),
+    )
+    buffer, _ = scanned(name=name, **fields)(buffer, edges, inputs, grad_gates)
     return buffer
+  variables = {
+    col: cell.variables[col][name]
+    for col in ('params', 'batch_stats')
+    if name in cell.variables.get(col, {})
+  }
+  update_stats = fields['train'] and cell.is_mutable_collection('batch_stats')
+  buffer, stats = _shared_scan(update_stats=update_stats, **fields)(
+    variables, buffer, edges, inputs, grad_gates
+  )
+  if update_stats:
+    cell.put_variable('batch_stats', name, stats)
+  return buffer
 
 
 @functools.lru_cache(maxsize=None)
 def _shared_scan(update_stats: bool, **fields):
-    """``lax.scan`` of one ``_EdgeStep`` configuration over stacked per-edge variables, as
-    ``nn.scan`` runs it once the variables exist, under ``jax.jit``: its trace is cached per
-    input shapes, and the derivatives of a cached trace are cached too."""
-    step = _EdgeStep(**fields)
-    mutable = ['batch_stats'] if update_stats else False
+  """``lax.scan`` of one ``_EdgeStep`` configuration over stacked per-edge variables, as
+  ``nn.scan`` runs it once the variables exist, under ``jax.jit``: its trace is cached per
+  input shapes, and the derivatives of a cached trace are cached too."""
+  step = _EdgeStep(**fields)
+  mutable = ['batch_stats'] if update_stats else False
 
-    def run(variables, buffer, edges, inputs, grad_gates):
-        def body(buffer, edge_and_variables):
-            edge, edge_variables = edge_and_variables
-            out = step.apply(edge_variables, buffer, edge, inputs, grad_gates, mutable=mutable)
-            (buffer, _), updates = out if update_stats else (out, {})
-            return buffer, updates.get('batch_stats')
+  def run(variables, buffer, edges, inputs, grad_gates):
+    def body(buffer, edge_and_variables):
+      edge, edge_variables = edge_and_variables
+      out = step.apply(edge_variables, buffer, edge, inputs, grad_gates, mutable=mutable)
+      (buffer, _), updates = out if update_stats else (out, {})
+      return buffer, updates.get('batch_stats')
 
-        return lax.scan(body, buffer, (edges, variables))
+    return lax.scan(body, buffer, (edges, variables))
 
-    return jax.jit(run)
+  return jax.jit(run)
 
 
 def _edge_arrays(edges, weights, source_offset: int, target_offset: int):
-    sources = jnp.asarray([s - source_offset for s, _ in edges], jnp.int32)
-    targets = jnp.asarray([t + target_offset for _, t in edges], jnp.int32)
-    return sources, targets, weights
+  sources = jnp.asarray([s - source_offset for s, _ in edges], jnp.int32)
+  targets = jnp.asarray([t + target_offset for _, t in edges], jnp.int32)
+  return sources, targets, weights
 
 
 def unstack_cell_edges(cell_variables: dict, nodes: int) -> dict:
-    """One cell's variables (one collection, e.g. ``params['cell_0']``) with the edge-stacked
-    subtrees replaced by one ``edge_<e>`` subtree per edge (DARTS edge order), e.g. to run a
-    plain per-edge formulation or to inspect one edge."""
-    edges = cell_edges(nodes)
-    groups = {'edges': list(range(len(edges))),
-              'input_edges': [e for e, (s, _) in enumerate(edges) if s < NUM_INPUT_STATES],
-              'node_edges': [e for e, (s, _) in enumerate(edges) if s >= NUM_INPUT_STATES]}
-    out = {k: v for k, v in cell_variables.items() if k not in groups}
-    for group, indices in groups.items():
-        if group in cell_variables:
-            stacked = cell_variables[group]['mixed_op']
-            for i, e in enumerate(indices):
-                out[f'edge_{e}'] = jax.tree.map(lambda a, i=i: a[i], stacked)
-    return out
+  """One cell's variables (one collection, e.g. ``params['cell_0']``) with the edge-stacked
+  subtrees replaced by one ``edge_<e>`` subtree per edge (DARTS edge order), e.g. to run a
+  plain per-edge formulation or to inspect one edge."""
+  edges = cell_edges(nodes)
+  groups = {
+    'edges': list(range(len(edges))),
+    'input_edges': [e for e, (s, _) in enumerate(edges) if s < NUM_INPUT_STATES],
+    'node_edges': [e for e, (s, _) in enumerate(edges) if s >= NUM_INPUT_STATES],
+  }
+  out = {k: v for k, v in cell_variables.items() if k not in groups}
+  for group, indices in groups.items():
+    if group in cell_variables:
+      stacked = cell_variables[group]['mixed_op']
+      for i, e in enumerate(indices):
+        out[f'edge_{e}'] = jax.tree.map(lambda a, i=i: a[i], stacked)
+  return out
 
 
 class SearchCell(nn.Module):
-    """A DARTS search cell: preprocess both inputs, ``nodes`` nodes each summing mixed ops over
-    all earlier states, output the concatenation of the last ``multiplier`` nodes."""
-    channels: int
-    reduction: bool
-    reduction_prev: bool
-    nodes: int = 4
-    multiplier: int = 4
-    primitives: Sequence[str] = ops.PRIMITIVES
-    remat: bool = False
+  """A DARTS search cell: preprocess both inputs, ``nodes`` nodes each summing mixed ops over
+  all earlier states, output the concatenation of the last ``multiplier`` nodes."""
 
-    @nn.compact
-    def __call__(self, s0, s1, weights, *, train: bool, grad_gates=None):
-        c = self.channels
-        if self.reduction_prev:
-            s0 = ops.FactorizedReduce(c, affine=False, name='preprocess0')(s0, train=train)
-        else:
-            s0 = ops.ReLUConvBN(c, affine=False, name='preprocess0')(s0, train=train)
-        s1 = ops.ReLUConvBN(c, affine=False, name='preprocess1')(s1, train=train)
-        edges = cell_edges(self.nodes)
-        step_kw = dict(channels=c, primitives=tuple(self.primitives), train=train,
-                       remat=self.remat, grad_gates=grad_gates)
-        if not self.reduction:
-            states = jnp.concatenate([jnp.stack([s0, s1]),
-                                      jnp.zeros((self.nodes,) + s1.shape, s1.dtype)])
-            states = _edge_scan(self, states, _edge_arrays(edges, weights, 0, NUM_INPUT_STATES),
-                                None, 'edges', stride=1, **step_kw)
-            nodes = states[NUM_INPUT_STATES:]
-        else:
-            is_input = np.array([s < NUM_INPUT_STATES for s, _ in edges])
-            input_edges = [e for e, keep in zip(edges, is_input) if keep]
-            node_edges = [e for e, keep in zip(edges, is_input) if not keep]
-            n, h, w, _ = s1.shape
-            nodes = jnp.zeros((self.nodes, n, (h + 1) // 2, (w + 1) // 2, c), s1.dtype)
-            nodes = _edge_scan(self, nodes, _edge_arrays(input_edges, weights[is_input], 0, 0),
-                               jnp.stack([s0, s1]), 'input_edges', stride=2, **step_kw)
-            if node_edges:
-                nodes = _edge_scan(
-                    self, nodes, _edge_arrays(node_edges, weights[~is_input], NUM_INPUT_STATES, 0),
-                    None, 'node_edges', stride=1, **step_kw)
-        return jnp.concatenate(list(nodes[self.nodes - self.multiplier:]), axis=-1)
+  channels: int
+  reduction: bool
+  reduction_prev: bool
+  nodes: int = 4
+  multiplier: int = 4
+  primitives: Sequence[str] = ops.PRIMITIVES
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, s0, s1, weights, *, train: bool, grad_gates=None):
+    c = self.channels
+    if self.reduction_prev:
+      s0 = ops.FactorizedReduce(c, affine=False, name='preprocess0')(s0, train=train)
+    else:
+      s0 = ops.ReLUConvBN(c, affine=False, name='preprocess0')(s0, train=train)
+    s1 = ops.ReLUConvBN(c, affine=False, name='preprocess1')(s1, train=train)
+    edges = cell_edges(self.nodes)
+    step_kw = dict(
+      channels=c,
+      primitives=tuple(self.primitives),
+      train=train,
+      remat=self.remat,
+      grad_gates=grad_gates,
+    )
+    if not self.reduction:
+      states = jnp.concatenate([jnp.stack([s0, s1]), jnp.zeros((self.nodes,) + s1.shape, s1.dtype)])
+      states = _edge_scan(
+        self,
+        states,
+        _edge_arrays(edges, weights, 0, NUM_INPUT_STATES),
+        None,
+        'edges',
+        stride=1,
+        **step_kw,
+      )
+      nodes = states[NUM_INPUT_STATES:]
+    else:
+      is_input = np.array([s < NUM_INPUT_STATES for s, _ in edges])
+      input_edges = [e for e, keep in zip(edges, is_input) if keep]
+      node_edges = [e for e, keep in zip(edges, is_input) if not keep]
+      n, h, w, _ = s1.shape
+      nodes = jnp.zeros((self.nodes, n, (h + 1) // 2, (w + 1) // 2, c), s1.dtype)
+      nodes = _edge_scan(
+        self,
+        nodes,
+        _edge_arrays(input_edges, weights[is_input], 0, 0),
+        jnp.stack([s0, s1]),
+        'input_edges',
+        stride=2,
+        **step_kw,
+      )
+      if node_edges:
+        nodes = _edge_scan(
+          self,
+          nodes,
+          _edge_arrays(node_edges, weights[~is_input], NUM_INPUT_STATES, 0),
+          None,
+          'node_edges',
+          stride=1,
+          **step_kw,
+        )
+    return jnp.concatenate(list(nodes[self.nodes - self.multiplier :]), axis=-1)
 
 
 class SearchNetwork(nn.Module):
-    """The DARTS supernet: stem conv 3x3 + affine BN, ``layers`` search cells (reduction cells
-    at ``layers // 3`` and ``2 * layers // 3`` double the channels), global average pool,
-    linear classifier. Call as ``net.apply(variables, x, alphas, train=..., mutable=...)`` with
-    ``x`` NHWC and ``alphas`` from ``init_alphas``; variables are ``params`` and
-    ``batch_stats``. ``grad_gates`` (traced booleans ``{'weights', 'alphas'}``, default None:
-    both) lets a caller skip, at run time, the mixed ops' kernel gradients or the alphas'
-    gradient it will discard (``search_mixed_op.gated``)."""
-    channels: int = 16
-    num_classes: int = 10
-    layers: int = 8
-    nodes: int = 4
-    multiplier: int = 4
-    stem_multiplier: int = 3
-    primitives: Sequence[str] = ops.PRIMITIVES
-    remat: bool = False  # recompute mixed ops in the backward pass: far less memory
+  """The DARTS supernet: stem conv 3x3 + affine BN, ``layers`` search cells (reduction cells
+  at ``layers // 3`` and ``2 * layers // 3`` double the channels), global average pool,
+  linear classifier. Call as ``net.apply(variables, x, alphas, train=..., mutable=...)`` with
+  ``x`` NHWC and ``alphas`` from ``init_alphas``; variables are ``params`` and
+  ``batch_stats``. ``grad_gates`` (traced booleans ``{'weights', 'alphas'}``, default None:
+  both) lets a caller skip, at run time, the mixed ops' kernel gradients or the alphas'
+  gradient it will discard (``search_mixed_op.gated``)."""
 
-    def _validate(self, alphas) -> None:
-        for field in ('channels', 'num_classes', 'layers', 'nodes', 'multiplier',
-                      'stem_multiplier'):
-            if getattr(self, field) < 1:
-                raise ValueError(f'{field} must be >= 1, got {getattr(self, field)}')
-        if self.multiplier > self.nodes:
-            raise ValueError(f'multiplier must be <= nodes ({self.nodes}), got {self.multiplier}')
-        validate_primitives(self.primitives)
-        expected = (num_edges(self.nodes), len(self.primitives))
-        if not isinstance(alphas, dict) or set(alphas) != {'normal', 'reduce'}:
-            raise ValueError(f"alphas must be a dict with keys 'normal' and 'reduce', got "
-                             f'{type(alphas).__name__} {sorted(alphas) if isinstance(alphas, dict) else ""}')
-        for key, value in alphas.items():
-            if tuple(value.shape) != expected:
-                raise ValueError(f"alphas['{key}'] must have shape {expected} "
-                                 f'(edges, primitives), got {tuple(value.shape)}')
+  channels: int = 16
+  num_classes: int = 10
+  layers: int = 8
+  nodes: int = 4
+  multiplier: int = 4
+  stem_multiplier: int = 3
+  primitives: Sequence[str] = ops.PRIMITIVES
+  remat: bool = False  # recompute mixed ops in the backward pass: far less memory
 
-    def reduction_layers(self) -> tuple[int, ...]:
-        return tuple(sorted({self.layers // 3, 2 * self.layers // 3}))
+  def _validate(self, alphas) -> None:
+    for field in ('channels', 'num_classes', 'layers', 'nodes', 'multiplier', 'stem_multiplier'):
+      if getattr(self, field) < 1:
+        raise ValueError(f'{field} must be >= 1, got {getattr(self, field)}')
+    if self.multiplier > self.nodes:
+      raise ValueError(f'multiplier must be <= nodes ({self.nodes}), got {self.multiplier}')
+    validate_primitives(self.primitives)
+    expected = (num_edges(self.nodes), len(self.primitives))
+    if not isinstance(alphas, dict) or set(alphas) != {'normal', 'reduce'}:
+      raise ValueError(
+        f"alphas must be a dict with keys 'normal' and 'reduce', got "
+        f'{type(alphas).__name__} {sorted(alphas) if isinstance(alphas, dict) else ""}'
+      )
+    for key, value in alphas.items():
+      if tuple(value.shape) != expected:
+        raise ValueError(
+          f"alphas['{key}'] must have shape {expected} "
+          f'(edges, primitives), got {tuple(value.shape)}'
+        )
 
-    @nn.compact
-    def __call__(self, x, alphas, *, train: bool, grad_gates=None):
-        self._validate(alphas)
-        weights = {k: jax.nn.softmax(v, axis=-1) for k, v in alphas.items()}
-        s = ops.conv(self.stem_multiplier * self.channels, 3, padding=1, name='stem_conv')(x)
-        s0 = s1 = ops.batch_norm(True, train, name='stem_bn')(s)
-        c, reduction_prev = self.channels, False
-        for i in range(self.layers):
-            reduction = i in self.reduction_layers()
-            if reduction:
-                c *= 2
-            cell = SearchCell(c, reduction, reduction_prev, self.nodes, self.multiplier,
-                              tuple(self.primitives), self.remat, name=f'cell_{i}')
-            s0, s1 = s1, cell(s0, s1, weights['reduce' if reduction else 'normal'], train=train,
-                              grad_gates=grad_gates)
-            reduction_prev = reduction
-        features = jnp.mean(s1, axis=(1, 2))
-        return nn.Dense(self.num_classes, kernel_init=ops.TORCH_DEFAULT_INIT,
-                        name='classifier')(features)
+  def reduction_layers(self) -> tuple[int, ...]:
+    return tuple(sorted({self.layers // 3, 2 * self.layers // 3}))
+
+  @nn.compact
+  def __call__(self, x, alphas, *, train: bool, grad_gates=None):
+    self._validate(alphas)
+    weights = {k: jax.nn.softmax(v, axis=-1) for k, v in alphas.items()}
+    s = ops.conv(self.stem_multiplier * self.channels, 3, padding=1, name='stem_conv')(x)
+    s0 = s1 = ops.batch_norm(True, train, name='stem_bn')(s)
+    c, reduction_prev = self.channels, False
+    for i in range(self.layers):
+      reduction = i in self.reduction_layers()
+      if reduction:
+        c *= 2
+      cell = SearchCell(
+        c,
+        reduction,
+        reduction_prev,
+        self.nodes,
+        self.multiplier,
+        tuple(self.primitives),
+        self.remat,
+        name=f'cell_{i}',
+      )
+      s0, s1 = (
+        s1,
+        cell(
+          s0, s1, weights['reduce' if reduction else 'normal'], train=train, grad_gates=grad_gates
+        ),
+      )
+      reduction_prev = reduction
+    features = jnp.mean(s1, axis=(1, 2))
+    return nn.Dense(self.num_classes, kernel_init=ops.TORCH_DEFAULT_INIT, name='classifier')(
+      features
+    )

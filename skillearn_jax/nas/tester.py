@@ -24,18 +24,18 @@ RESNET_WIDTHS = (64, 128, 256, 512)
 
 def _batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
   # torch's BatchNorm2d defaults: running-average momentum 0.1, eps 1e-5.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                      epsilon=1e-5, name=name)
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
 
 
-def _conv(features: int, size: int, strides: int = 1,
-          name: str | None = None) -> nn.Conv:
-  return nn.Conv(features, (size, size), strides=(strides, strides),
-                 padding=size // 2, use_bias=False, name=name)
+def _conv(features: int, size: int, strides: int = 1, name: str | None = None) -> nn.Conv:
+  return nn.Conv(
+    features, (size, size), strides=(strides, strides), padding=size // 2, use_bias=False, name=name
+  )
 
 
 class _Shortcut(nn.Module):
   """Identity, or a strided 1x1 projection with BatchNorm when shapes change."""
+
   features: int
   strides: int
 
@@ -49,6 +49,7 @@ class _Shortcut(nn.Module):
 
 class BasicBlock(nn.Module):
   """Two 3x3 convolutions (ResNet-18/34); output width = `features`."""
+
   features: int
   strides: int = 1
   expansion = 1
@@ -62,6 +63,7 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
   """1x1 - 3x3 (strided) - 1x1 (ResNet-50+); output width = 4 * `features`."""
+
   features: int
   strides: int = 1
   expansion = 4
@@ -81,6 +83,7 @@ class ResNetEncoder(nn.Module):
   `pool=False` returns the last feature map instead (used to check the
   stem: a 32x32 input ends at 4x4).
   """
+
   blocks_per_stage: Sequence[int]
   block: type[nn.Module]
 
@@ -91,8 +94,7 @@ class ResNetEncoder(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool, pool: bool = True):
     x = nn.relu(_batch_norm(train)(_conv(RESNET_WIDTHS[0], 3)(x)))
-    for stage, (width, count) in enumerate(zip(RESNET_WIDTHS,
-                                               self.blocks_per_stage)):
+    for stage, (width, count) in enumerate(zip(RESNET_WIDTHS, self.blocks_per_stage)):
       for i in range(count):
         strides = 2 if stage > 0 and i == 0 else 1
         x = self.block(width, strides)(x, train)
@@ -101,6 +103,7 @@ class ResNetEncoder(nn.Module):
 
 class TinyEncoder(nn.Module):
   """Two small convolutions and average pooling, for tests and quick runs."""
+
   width: int = 8
 
   @property
@@ -130,7 +133,7 @@ def make_executor(num_classes: int) -> nn.Module:
   return nn.Dense(num_classes)
 
 
-CREATOR = nn.Dense(2)   # the test creator C: features -> (reject, select)
+CREATOR = nn.Dense(2)  # the test creator C: features -> (reject, select)
 
 
 def selection_weights(creator_params, features: jax.Array) -> jax.Array:
@@ -139,8 +142,9 @@ def selection_weights(creator_params, features: jax.Array) -> jax.Array:
   return jax.nn.softmax(logits, axis=-1)[:, 1]
 
 
-def init_tester(key: jax.Array, encoder: nn.Module, num_classes: int,
-                image_shape) -> tuple[dict, dict, dict, dict]:
+def init_tester(
+  key: jax.Array, encoder: nn.Module, num_classes: int, image_shape
+) -> tuple[dict, dict, dict, dict]:
   """(encoder params, executor params, creator params, encoder batch_stats)."""
   keys = jax.random.split(key, 3)
   sample = jnp.zeros((2, *image_shape), jnp.float32)
@@ -156,6 +160,5 @@ def encode(encoder: nn.Module, params, batch_stats, images, *, train: bool):
   variables = {'params': params, 'batch_stats': batch_stats}
   if not train:
     return encoder.apply(variables, images, train=False), batch_stats
-  features, updates = encoder.apply(variables, images, train=True,
-                                    mutable=['batch_stats'])
+  features, updates = encoder.apply(variables, images, train=True, mutable=['batch_stats'])
   return features, updates['batch_stats']

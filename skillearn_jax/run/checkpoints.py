@@ -25,19 +25,18 @@ from skillearn_jax.core import ProgramState
 
 def _to_json_value(value: Any) -> Any:
   # Metadata often holds numpy / jax scalars taken from metrics.
-  if isinstance(value, np.generic) or (hasattr(value, 'shape') and
-                                       hasattr(value, 'dtype')):
+  if isinstance(value, np.generic) or (hasattr(value, 'shape') and hasattr(value, 'dtype')):
     array = np.asarray(value)
     return array.item() if array.ndim == 0 else array.tolist()
-  raise TypeError(f'checkpoint extra: {type(value).__name__} value {value!r} '
-                  f'is not JSON-serializable')
+  raise TypeError(
+    f'checkpoint extra: {type(value).__name__} value {value!r} is not JSON-serializable'
+  )
 
 
 def to_json_compatible(extra: dict) -> dict:
   """`extra` with numpy / jax values made plain Python, checked JSON-able."""
   if not isinstance(extra, dict):
-    raise ValueError(f'checkpoint extra: must be a dict, got '
-                     f'{type(extra).__name__}')
+    raise ValueError(f'checkpoint extra: must be a dict, got {type(extra).__name__}')
   return json.loads(json.dumps(extra, default=_to_json_value))
 
 
@@ -46,14 +45,16 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, keep: int = 2):
     if keep < 1:
-      raise ValueError(f'Checkpointer keep: {keep!r} is not allowed; must be '
-                       f'>= 1 (config.keep_checkpoints)')
+      raise ValueError(
+        f'Checkpointer keep: {keep!r} is not allowed; must be >= 1 (config.keep_checkpoints)'
+      )
     self.directory = os.path.abspath(os.path.expanduser(directory))
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=False,
-        cleanup_tmp_directories=True)
+      max_to_keep=keep, create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True
+    )
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=('state', 'extra'))
+      self.directory, options=options, item_names=('state', 'extra')
+    )
 
   def save(self, step: int, state: ProgramState, extra: dict) -> bool:
     """Writes `state` and `extra` as checkpoint `step`; blocks until done.
@@ -62,8 +63,8 @@ class Checkpointer:
     already exists, e.g. the final save of a run resumed at its last step.
     """
     args = ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        extra=ocp.args.JsonSave(to_json_compatible(extra)))
+      state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(to_json_compatible(extra))
+    )
     saved = self._manager.save(int(step), args=args)
     self._manager.wait_until_finished()
     return saved
@@ -77,25 +78,26 @@ class Checkpointer:
     self._manager.reload()
     return sorted(self._manager.all_steps())
 
-  def restore(self, template: ProgramState,
-              step: int | None = None) -> tuple[ProgramState, dict]:
+  def restore(self, template: ProgramState, step: int | None = None) -> tuple[ProgramState, dict]:
     """Checkpoint `step` (default: the newest) in `template`'s structure.
 
     `template` may hold arrays or `jax.ShapeDtypeStruct`s; restored arrays
     take its dtypes and shardings.
     """
     restored = self._manager.restore(
-        self._existing(step), args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(template),
-            extra=ocp.args.JsonRestore()))
+      self._existing(step),
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(template), extra=ocp.args.JsonRestore()
+      ),
+    )
     return restored.state, restored.extra
 
   def restore_extra(self, step: int | None = None) -> dict:
     """The JSON record of checkpoint `step` (default: the newest) alone,
     e.g. a run's history, without building a template state."""
     return self._manager.restore(
-        self._existing(step),
-        args=ocp.args.Composite(extra=ocp.args.JsonRestore())).extra
+      self._existing(step), args=ocp.args.Composite(extra=ocp.args.JsonRestore())
+    ).extra
 
   def _existing(self, step: int | None) -> int:
     available = self.all_steps()
@@ -104,8 +106,9 @@ class Checkpointer:
         raise FileNotFoundError(f'no checkpoint in {self.directory}')
       return available[-1]
     if step not in available:
-      raise ValueError(f'checkpoint step: {step!r} is not in '
-                       f'{self.directory}; available steps: {available}')
+      raise ValueError(
+        f'checkpoint step: {step!r} is not in {self.directory}; available steps: {available}'
+      )
     return int(step)
 
   def close(self) -> None:

@@ -13,7 +13,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from skillearn_jax import core
@@ -40,13 +39,25 @@ def _peak_mb(compiled) -> float | None:
   stats = compiled.memory_analysis()
   if stats is None:
     return None
-  total = (stats.argument_size_in_bytes + stats.output_size_in_bytes +
-           stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+  total = (
+    stats.argument_size_in_bytes
+    + stats.output_size_in_bytes
+    + stats.temp_size_in_bytes
+    - stats.alias_size_in_bytes
+  )
   return round(total / 2**20, 3)
 
 
-def compare(setup, state: core.ProgramState, batches, key, *, methods,
-            options: core.HypergradientOptions, repeats: int = 5) -> dict:
+def compare(
+  setup,
+  state: core.ProgramState,
+  batches,
+  key,
+  *,
+  methods,
+  options: core.HypergradientOptions,
+  repeats: int = 5,
+) -> dict:
   """Returns {"methods": {method: {set: {norm, cosine_vs_exact, ...}}}}."""
   program = setup.program
   results, grads_by_method = {}, {}
@@ -54,10 +65,19 @@ def compare(setup, state: core.ProgramState, batches, key, *, methods,
   if 'exact' not in methods:
     methods.insert(0, 'exact')
   for method in methods:
-    fn = jax.jit(lambda s, b, k, method=method: core.hypergradient(
-        program, params=s.params, opt_states=s.opt_states,
-        model_state=s.model_state, step=s.step, batches=b, key=k,
-        method=method, options=options)[0])
+    fn = jax.jit(
+      lambda s, b, k, method=method: core.hypergradient(
+        program,
+        params=s.params,
+        opt_states=s.opt_states,
+        model_state=s.model_state,
+        step=s.step,
+        batches=b,
+        key=k,
+        method=method,
+        options=options,
+      )[0]
+    )
     compiled = fn.lower(state, batches, key).compile()
     grads = jax.block_until_ready(compiled(state, batches, key))
     times = []
@@ -66,8 +86,7 @@ def compare(setup, state: core.ProgramState, batches, key, *, methods,
       jax.block_until_ready(compiled(state, batches, key))
       times.append(time.perf_counter() - t0)
     grads_by_method[method] = grads
-    results[method] = {'_median_s': statistics.median(times),
-                       '_peak_mb': _peak_mb(compiled)}
+    results[method] = {'_median_s': statistics.median(times), '_peak_mb': _peak_mb(compiled)}
   closed = setup.closed_form(state, batches) if setup.closed_form else None
   out = {}
   for method in methods:
@@ -76,11 +95,11 @@ def compare(setup, state: core.ProgramState, batches, key, *, methods,
       g = _flat(grads_by_method[method][name])
       ref = _flat(grads_by_method['exact'][name])
       entry = {
-          'norm': float(np.linalg.norm(g)),
-          'cosine_vs_exact': _cosine(g, ref),
-          'rel_error_vs_exact': _rel_error(g, ref),
-          'median_s': round(results[method]['_median_s'], 6),
-          'peak_mb': results[method]['_peak_mb'],
+        'norm': float(np.linalg.norm(g)),
+        'cosine_vs_exact': _cosine(g, ref),
+        'rel_error_vs_exact': _rel_error(g, ref),
+        'median_s': round(results[method]['_median_s'], 6),
+        'peak_mb': results[method]['_peak_mb'],
       }
       if closed is not None and name in closed:
         entry['rel_error_vs_closed_form'] = _rel_error(g, _flat(closed[name]))

@@ -21,8 +21,10 @@ def enable(cache_dir: str, *, min_compile_time_secs: float = 1.0) -> str | None:
   Returns the absolute cache directory, or None when caching is off.
   """
   if min_compile_time_secs < 0:
-    raise ValueError(f'compilation cache min_compile_time_secs: '
-                     f'{min_compile_time_secs!r} is not allowed; must be >= 0')
+    raise ValueError(
+      f'compilation cache min_compile_time_secs: '
+      f'{min_compile_time_secs!r} is not allowed; must be >= 0'
+    )
   if not cache_dir:
     jax.config.update('jax_enable_compilation_cache', False)
     compilation_cache.reset_cache()
@@ -31,8 +33,7 @@ def enable(cache_dir: str, *, min_compile_time_secs: float = 1.0) -> str | None:
   os.makedirs(path, exist_ok=True)
   jax.config.update('jax_enable_compilation_cache', True)
   jax.config.update('jax_compilation_cache_dir', path)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs',
-                    float(min_compile_time_secs))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', float(min_compile_time_secs))
   # Entry size is no measure of compile cost: keep small programs too.
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
   # JAX opens the cache once, at the first compile; make it reopen here.

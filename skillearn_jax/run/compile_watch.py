@@ -27,9 +27,9 @@ import jax
 from skillearn_jax.run import host_memory
 
 PHASE_EVENTS = {
-    'trace': '/jax/core/compile/jaxpr_trace_duration',
-    'lower': '/jax/core/compile/jaxpr_to_mlir_module_duration',
-    'xla': '/jax/core/compile/backend_compile_duration',
+  'trace': '/jax/core/compile/jaxpr_trace_duration',
+  'lower': '/jax/core/compile/jaxpr_to_mlir_module_duration',
+  'xla': '/jax/core/compile/backend_compile_duration',
 }
 _PHASE_OF_EVENT = {event: phase for phase, event in PHASE_EVENTS.items()}
 CACHE_HIT_EVENT = '/jax/compilation_cache/cache_hits'
@@ -40,6 +40,7 @@ CACHE_SAVED_EVENT = '/jax/compilation_cache/compile_time_saved_sec'
 
 class CompileReport(NamedTuple):
   """Seconds and cache counts of one watched block."""
+
   wall_s: float
   trace_s: float
   lower_s: float
@@ -50,17 +51,19 @@ class CompileReport(NamedTuple):
 
   def describe(self, what: str, cache_on: bool = True) -> str:
     """One console line, e.g. 'first step: 62.0 s (trace 9.8 s, ...)'."""
-    phases = (f'trace {self.trace_s:.1f} s, lower {self.lower_s:.1f} s, '
-              f'XLA {self.xla_s:.1f} s')
+    phases = f'trace {self.trace_s:.1f} s, lower {self.lower_s:.1f} s, XLA {self.xla_s:.1f} s'
     cache = []
     if cache_on and self.cache_loaded:
-      cache.append(f'{_programs(self.cache_loaded)} loaded '
-                   f'({self.cache_saved_s:.0f} s of compiling saved)')
+      cache.append(
+        f'{_programs(self.cache_loaded)} loaded ({self.cache_saved_s:.0f} s of compiling saved)'
+      )
     if cache_on and self.cache_stored:
       cache.append(f'{_programs(self.cache_stored)} stored for the next run')
     cache_text = ', '.join(cache) if cache_on else 'off'
-    return (f'{what}: {self.wall_s:.1f} s ({phases}; compilation cache: '
-            f'{cache_text or "nothing loaded or stored"})')
+    return (
+      f'{what}: {self.wall_s:.1f} s ({phases}; compilation cache: '
+      f'{cache_text or "nothing loaded or stored"})'
+    )
 
 
 def _programs(count: int) -> str:
@@ -136,17 +139,17 @@ class CompileWatch:
     return self.report()
 
   def report(self) -> CompileReport:
-    wall = (self._wall_s if self._wall_s is not None else
-            time.perf_counter() - self._started)
+    wall = self._wall_s if self._wall_s is not None else time.perf_counter() - self._started
     with self._lock:
       return CompileReport(
-          wall_s=wall,
-          trace_s=union_seconds(self._spans['trace']),
-          lower_s=union_seconds(self._spans['lower']),
-          xla_s=union_seconds(self._spans['xla']),
-          cache_loaded=self._loaded,
-          cache_stored=self._stored,
-          cache_saved_s=self._saved_s)
+        wall_s=wall,
+        trace_s=union_seconds(self._spans['trace']),
+        lower_s=union_seconds(self._spans['lower']),
+        xla_s=union_seconds(self._spans['xla']),
+        cache_loaded=self._loaded,
+        cache_stored=self._stored,
+        cache_saved_s=self._saved_s,
+      )
 
   def __enter__(self) -> 'CompileWatch':
     return self.start()
@@ -167,8 +170,7 @@ class RunnerCompiles:
   summary.json.
   """
 
-  def __init__(self, cache_on: bool,
-               print_fn: Callable[[str], Any] | None = None):
+  def __init__(self, cache_on: bool, print_fn: Callable[[str], Any] | None = None):
     self.cache_on = cache_on
     self.print_fn = print_fn or functools.partial(print, flush=True)
     self.reports: dict[str, CompileReport] = {}
@@ -189,8 +191,7 @@ class RunnerCompiles:
     self._release = host_memory.Releaser()
     self._watch = CompileWatch().start()
     if steps_to_run:
-      self.print_fn('Compiling the training step; the first step includes '
-                    'it ...')
+      self.print_fn('Compiling the training step; the first step includes it ...')
 
   def first_step_done(self) -> None:
     self._release.stop()

@@ -30,26 +30,22 @@ def _value(config, field: str):
 def one_of(config, field: str, allowed) -> None:
   value = _value(config, field)
   if value not in allowed:
-    raise ConfigError(f'config.{field}: {value!r} is not allowed; allowed: '
-                      f'{tuple(allowed)}')
+    raise ConfigError(f'config.{field}: {value!r} is not allowed; allowed: {tuple(allowed)}')
 
 
-def positive(config, field: str, allow_zero: bool = False,
-             meaning: str = '') -> None:
+def positive(config, field: str, allow_zero: bool = False, meaning: str = '') -> None:
   value = _value(config, field)
   if value < 0 or (value == 0 and not allow_zero):
     bound = '>= 0' if allow_zero else '> 0'
     note = f' ({meaning})' if meaning else ''
-    raise ConfigError(f'config.{field}: {value!r} is not allowed; must be '
-                      f'{bound}{note}')
+    raise ConfigError(f'config.{field}: {value!r} is not allowed; must be {bound}{note}')
 
 
 def in_unit_interval(config, field: str) -> None:
   """A momentum, an Adam beta or a probability: must lie in [0, 1)."""
   value = _value(config, field)
   if not 0.0 <= value < 1.0:
-    raise ConfigError(f'config.{field}: {value!r} is not allowed; must lie '
-                      'in [0, 1)')
+    raise ConfigError(f'config.{field}: {value!r} is not allowed; must lie in [0, 1)')
 
 
 def check(config) -> None:
@@ -69,7 +65,9 @@ def check(config) -> None:
   # A skill runs in one mode: 'search' unless its module says MODE.
   mode = getattr(module, 'MODE', 'search')
   if config.mode != mode:
-    raise ConfigError(f'config.mode: {config.mode!r} is not allowed with '
-                      f'skill {config.skill!r}; allowed: ({mode!r},)')
+    raise ConfigError(
+      f'config.mode: {config.mode!r} is not allowed with '
+      f'skill {config.skill!r}; allowed: ({mode!r},)'
+    )
   if hasattr(module, 'check_config'):
     module.check_config(config)

@@ -70,14 +70,16 @@ class Releaser:
 
   def __init__(self, interval_s: float = 1.0):
     if interval_s <= 0:
-      raise ValueError(f'Releaser interval_s: {interval_s!r} is not allowed; '
-                       f'must be > 0 seconds')
+      raise ValueError(f'Releaser interval_s: {interval_s!r} is not allowed; must be > 0 seconds')
     self._stopped = threading.Event()
     self._thread = None
     if _glibc() is not None:
       self._thread = threading.Thread(
-          target=self._release_until_stopped, args=(interval_s,),
-          name='skillearn-heap-release', daemon=True)
+        target=self._release_until_stopped,
+        args=(interval_s,),
+        name='skillearn-heap-release',
+        daemon=True,
+      )
       self._thread.start()
 
   def _release_until_stopped(self, interval_s: float) -> None:

@@ -13,6 +13,6 @@ from skillearn_jax import core
 
 def hypergradient_options(config) -> core.HypergradientOptions:
   """The hypergradient knobs `config` sets."""
-  return core.HypergradientOptions(fd_epsilon=config.fd_epsilon,
-                                   neumann_steps=config.neumann_steps,
-                                   exact_mode=config.exact_mode)
+  return core.HypergradientOptions(
+    fd_epsilon=config.fd_epsilon, neumann_steps=config.neumann_steps, exact_mode=config.exact_mode
+  )

@@ -22,7 +22,7 @@ from skillearn_jax.run import writers
 class Family(NamedTuple):
   title: str
   member: Callable[[str], bool]
-  log_scale: bool       # when every value is positive
+  log_scale: bool  # when every value is positive
 
 
 def _last(name: str) -> str:
@@ -30,14 +30,13 @@ def _last(name: str) -> str:
 
 
 FAMILIES = (
-    Family('losses', lambda n: _last(n) == 'loss' or _last(n).endswith(
-        '_loss'), False),
-    Family('accuracies', lambda n: 'accuracy' in _last(n), False),
-    Family('learning rates', lambda n: any(
-        part in ('lr', 'learning_rate') for part in n.split('/')), True),
-    Family('gradient norms', lambda n: '/grad_norm/' in n, True),
-    Family('hypergradient norms', lambda n: n.startswith('hypergrad/') and
-           'norm' in _last(n), True),
+  Family('losses', lambda n: _last(n) == 'loss' or _last(n).endswith('_loss'), False),
+  Family('accuracies', lambda n: 'accuracy' in _last(n), False),
+  Family(
+    'learning rates', lambda n: any(part in ('lr', 'learning_rate') for part in n.split('/')), True
+  ),
+  Family('gradient norms', lambda n: '/grad_norm/' in n, True),
+  Family('hypergradient norms', lambda n: n.startswith('hypergrad/') and 'norm' in _last(n), True),
 )
 
 
@@ -66,17 +65,16 @@ def plot_learning_curves(metrics_jsonl_path: str, out_png: str) -> list[str]:
   """
   grouped = series_by_family(writers.read_jsonl(metrics_jsonl_path))
   if not grouped:
-    raise ValueError(f'{metrics_jsonl_path}: no metric to plot; looked for '
-                     f'{[f.title for f in FAMILIES]}')
+    raise ValueError(
+      f'{metrics_jsonl_path}: no metric to plot; looked for {[f.title for f in FAMILIES]}'
+    )
   columns = min(2, len(grouped))
   rows = math.ceil(len(grouped) / columns)
-  fig, axes = plt.subplots(rows, columns, figsize=(6.4 * columns, 3.8 * rows),
-                           squeeze=False)
+  fig, axes = plt.subplots(rows, columns, figsize=(6.4 * columns, 3.8 * rows), squeeze=False)
   log_scaled = {f.title: f.log_scale for f in FAMILIES}
   for ax, (title, members) in zip(axes.flat, grouped.items()):
     for name, (steps, values) in sorted(members.items()):
-      ax.plot(steps, values, label=name, linewidth=1.4,
-              marker='.' if len(steps) <= 30 else None)
+      ax.plot(steps, values, label=name, linewidth=1.4, marker='.' if len(steps) <= 30 else None)
     every_value = [v for _, values in members.values() for v in values]
     if log_scaled[title] and all(v > 0 for v in every_value):
       ax.set_yscale('log')
@@ -84,7 +82,7 @@ def plot_learning_curves(metrics_jsonl_path: str, out_png: str) -> list[str]:
     ax.set_xlabel('step')
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize='small', loc='best')
-  for ax in list(axes.flat)[len(grouped):]:
+  for ax in list(axes.flat)[len(grouped) :]:
     ax.set_visible(False)
   fig.tight_layout()
   fig.savefig(out_png, dpi=100)

@@ -27,11 +27,13 @@ def format_duration(seconds: float) -> str:
   return f'{hours}:{minutes:02d}:{secs:02d}'
 
 
-def reported_metrics(metrics: Mapping[str, Any],
-                     limit: int) -> list[tuple[str, float]]:
+def reported_metrics(metrics: Mapping[str, Any], limit: int) -> list[tuple[str, float]]:
   """The loss / accuracy metrics in their given order, at most `limit`."""
-  chosen = [(name, float(np.asarray(value))) for name, value in metrics.items()
-            if name.rsplit('/', 1)[-1].endswith(REPORTED_SUFFIXES)]
+  chosen = [
+    (name, float(np.asarray(value)))
+    for name, value in metrics.items()
+    if name.rsplit('/', 1)[-1].endswith(REPORTED_SUFFIXES)
+  ]
   return chosen[:limit]
 
 
@@ -45,16 +47,25 @@ class Progress:
   it is all there is.
   """
 
-  def __init__(self, total_steps: int, steps_per_epoch: int, *,
-               start_step: int = 0, print_fn: Callable[[str], Any] = print,
-               batch_size: int | None = None, window: int = 50,
-               max_metrics: int = 5):
-    for field, value in (('total_steps', total_steps),
-                         ('steps_per_epoch', steps_per_epoch),
-                         ('window', window), ('max_metrics', max_metrics)):
+  def __init__(
+    self,
+    total_steps: int,
+    steps_per_epoch: int,
+    *,
+    start_step: int = 0,
+    print_fn: Callable[[str], Any] = print,
+    batch_size: int | None = None,
+    window: int = 50,
+    max_metrics: int = 5,
+  ):
+    for field, value in (
+      ('total_steps', total_steps),
+      ('steps_per_epoch', steps_per_epoch),
+      ('window', window),
+      ('max_metrics', max_metrics),
+    ):
       if value < 1:
-        raise ValueError(f'Progress {field}: {value!r} is not allowed; must '
-                         f'be >= 1')
+        raise ValueError(f'Progress {field}: {value!r} is not allowed; must be >= 1')
     self.total_steps = total_steps
     self.steps_per_epoch = steps_per_epoch
     self.total_epochs = math.ceil(total_steps / steps_per_epoch)
@@ -81,18 +92,21 @@ class Progress:
     """1-based epoch that the `step`-th step belongs to."""
     return max(1, math.ceil(step / self.steps_per_epoch))
 
-  def update(self, step: int, metrics: Mapping[str, Any],
-             step_seconds: float) -> str:
+  def update(self, step: int, metrics: Mapping[str, Any], step_seconds: float) -> str:
     if not self.start_step < step <= self.total_steps:
-      raise ValueError(f'Progress.update step: {step!r} is outside this run\'s '
-                       f'steps ({self.start_step}, {self.total_steps}]')
+      raise ValueError(
+        f'Progress.update step: {step!r} is outside this run\'s '
+        f'steps ({self.start_step}, {self.total_steps}]'
+      )
     if step == self.start_step + 1:
       self._compile_seconds = step_seconds
     else:
       self._recent.append(step_seconds)
     width = len(str(self.total_steps))
-    parts = [f'epoch {self.epoch(step)}/{self.total_epochs}',
-             f'step {step:>{width}}/{self.total_steps}']
+    parts = [
+      f'epoch {self.epoch(step)}/{self.total_epochs}',
+      f'step {step:>{width}}/{self.total_steps}',
+    ]
     values = reported_metrics(metrics, self.max_metrics)
     if values:
       parts.append(' '.join(f'{name} {value:.4g}' for name, value in values))

@@ -20,10 +20,17 @@ from absl import logging
 
 from skillearn_jax.run import config_check
 
-MAY_CHANGE_ON_RESUME = ('max_steps', 'log_every_steps',
-                        'checkpoint_every_steps', 'keep_checkpoints',
-                        'eval_every_epochs', 'compilation_cache_dir',
-                        'data.data_dir', 'allow_config_change', 'exact_mode')
+MAY_CHANGE_ON_RESUME = (
+  'max_steps',
+  'log_every_steps',
+  'checkpoint_every_steps',
+  'keep_checkpoints',
+  'eval_every_epochs',
+  'compilation_cache_dir',
+  'data.data_dir',
+  'allow_config_change',
+  'exact_mode',
+)
 _ABSENT = '<absent>'
 
 
@@ -39,10 +46,11 @@ def _flat(tree, prefix: str = '') -> dict:
 def differences(stored: dict, current: dict) -> list[str]:
   """'field: stored -> current' for each field that differs and may not."""
   old, new = _flat(stored), _flat(current)
-  return [f'{field}: {old.get(field, _ABSENT)!r} -> {new.get(field, _ABSENT)!r}'
-          for field in sorted(set(old) | set(new))
-          if field not in MAY_CHANGE_ON_RESUME
-          and old.get(field, _ABSENT) != new.get(field, _ABSENT)]
+  return [
+    f'{field}: {old.get(field, _ABSENT)!r} -> {new.get(field, _ABSENT)!r}'
+    for field in sorted(set(old) | set(new))
+    if field not in MAY_CHANGE_ON_RESUME and old.get(field, _ABSENT) != new.get(field, _ABSENT)
+  ]
 
 
 def check_same_run(config, workdir: str, *, resuming: bool) -> None:
@@ -50,7 +58,7 @@ def check_same_run(config, workdir: str, *, resuming: bool) -> None:
   the runner's checkpointer) of another config."""
   path = os.path.join(workdir, 'config.json')
   if not resuming or not os.path.exists(path):
-    return          # nothing to resume: the new config starts afresh
+    return  # nothing to resume: the new config starts afresh
   with open(path) as f:
     stored = json.load(f)
   # JSON turns tuples into lists; compare like with like.
@@ -60,12 +68,14 @@ def check_same_run(config, workdir: str, *, resuming: bool) -> None:
     return
   listed = '\n  '.join(diffs)
   if config.get('allow_config_change', False):
-    logging.warning('Resuming %s under a changed config '
-                    '(config.allow_config_change):\n  %s', workdir, listed)
+    logging.warning(
+      'Resuming %s under a changed config (config.allow_config_change):\n  %s', workdir, listed
+    )
     return
   raise config_check.ConfigError(
-      f'config: workdir {workdir!r} holds checkpoints of another config, '
-      f'which resuming would continue; these fields differ (stored -> '
-      f'given):\n  {listed}\nUse a new --workdir, give the stored values, or '
-      'pass --config.allow_config_change=True to resume under the new ones. '
-      f'Fields that may change on resume: {", ".join(MAY_CHANGE_ON_RESUME)}.')
+    f'config: workdir {workdir!r} holds checkpoints of another config, '
+    f'which resuming would continue; these fields differ (stored -> '
+    f'given):\n  {listed}\nUse a new --workdir, give the stored values, or '
+    'pass --config.allow_config_change=True to resume under the new ones. '
+    f'Fields that may change on resume: {", ".join(MAY_CHANGE_ON_RESUME)}.'
+  )

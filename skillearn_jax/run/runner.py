@@ -12,8 +12,8 @@ import importlib
 from skillearn_jax.run import config_check
 
 EXPERIMENTS = {
-    'search': 'skillearn_jax.run.search',
-    'evaluate': 'skillearn_jax.run.evaluate',
+  'search': 'skillearn_jax.run.search',
+  'evaluate': 'skillearn_jax.run.evaluate',
 }
 
 
@@ -21,7 +21,7 @@ def run(config, workdir: str):
   config_check.check(config)
   if config.mode not in EXPERIMENTS:
     raise config_check.ConfigError(
-        f'config.mode: {config.mode!r} is not implemented; available: '
-        f'{tuple(EXPERIMENTS)}')
+      f'config.mode: {config.mode!r} is not implemented; available: {tuple(EXPERIMENTS)}'
+    )
   module = importlib.import_module(EXPERIMENTS[config.mode])
   return module.train_and_evaluate(config, workdir)

@@ -20,7 +20,6 @@ import time
 
 from absl import logging
 import jax
-import numpy as np
 
 from skillearn_jax import core
 from skillearn_jax import skills
@@ -51,9 +50,10 @@ def check_finite(step: int, metrics) -> None:
       elif stage == 'val':
         stage = 'validation'
       raise NonFiniteError(
-          f'non-finite value at step {step}: stage {stage!r}, quantity '
-          f'{quantity!r} = {value}. The last good checkpoint is kept; lower '
-          'the learning rates or check the data.')
+        f'non-finite value at step {step}: stage {stage!r}, quantity '
+        f'{quantity!r} = {value}. The last good checkpoint is kept; lower '
+        'the learning rates or check the data.'
+      )
 
 
 def _total_steps(config, steps_per_epoch: int) -> int:
@@ -82,14 +82,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
   config_check.check(config)
   cache_dir = compilation_cache.enable(config.compilation_cache_dir)
   os.makedirs(workdir, exist_ok=True)
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                  keep=config.keep_checkpoints)
+  ckpt = checkpoints.Checkpointer(
+    os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints
+  )
   start_step = ckpt.latest_step() or 0
   resume_check.check_same_run(config, workdir, resuming=start_step > 0)
-  primary = jax.process_index() == 0   # one writer when several hosts run
+  primary = jax.process_index() == 0  # one writer when several hosts run
   if primary:
-    writers.write_json_atomic(os.path.join(workdir, 'config.json'),
-                              config.to_dict())
+    writers.write_json_atomic(os.path.join(workdir, 'config.json'), config.to_dict())
   setup = skills.build(config)
   program = setup.program
   key = jax.random.PRNGKey(config.seed)
@@ -109,16 +109,23 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_mesh()
   state = sharding.replicate(state, mesh)
   step_fn = sharding.jit_data_parallel(
-      core.make_step(program, method=config.hypergradient, order=config.order,
-                     options=options.hypergradient_options(config), jit=False),
-      mesh, donate=True)
+    core.make_step(
+      program,
+      method=config.hypergradient,
+      order=config.order,
+      options=options.hypergradient_options(config),
+      jit=False,
+    ),
+    mesh,
+    donate=True,
+  )
   # start_step drops log lines and TensorBoard events written after the
   # checkpoint, so a resumed run's logs equal an uninterrupted run's.
   writer = writers.MetricWriter(workdir, start_step=start_step)
   batch_size = config.data.batch_size if 'data' in config else None
-  progress = progress_lib.Progress(total_steps, steps_per_epoch,
-                                   start_step=start_step,
-                                   batch_size=batch_size)
+  progress = progress_lib.Progress(
+    total_steps, steps_per_epoch, start_step=start_step, batch_size=batch_size
+  )
   step_key = jax.random.fold_in(key, 1)
   last_metrics: dict = {}
 
@@ -130,8 +137,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     batches = setup.batches_at(start_step) if start_step < total_steps else None
     for step in range(start_step, total_steps):
       t0 = time.perf_counter()
-      new_state, metrics = step_fn(state, sharding.shard_batch(batches, mesh),
-                                   jax.random.fold_in(step_key, step))
+      new_state, metrics = step_fn(
+        state, sharding.shard_batch(batches, mesh), jax.random.fold_in(step_key, step)
+      )
       # Prepare the next batch on the host while the device works.
       batches = setup.batches_at(step + 1) if step + 1 < total_steps else None
       metrics = _host_metrics(metrics)
@@ -150,11 +158,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
         metrics.update(setup.learning_rates(step))
       if epoch_end or done == total_steps:
         if setup.evaluate:
-          metrics.update({f'eval/{k}': v
-                          for k, v in setup.evaluate(state).items()})
+          metrics.update({f'eval/{k}': v for k, v in setup.evaluate(state).items()})
         if setup.describe:
-          history = record_snapshot(history, math.ceil(done / steps_per_epoch),
-                                    done, setup.describe(state))
+          history = record_snapshot(
+            history, math.ceil(done / steps_per_epoch), done, setup.describe(state)
+          )
           if setup.write_artifacts and primary:
             setup.write_artifacts(state, workdir, history)
       last_metrics = metrics
@@ -175,12 +183,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     rows = writers.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
     last_metrics = {k: v for k, v in rows[-1].items() if k != 'step'} if rows else {}
   summary = {
-      'steps': int(jax.device_get(state.step)),
-      'epochs': int(jax.device_get(state.step)) / steps_per_epoch,
-      'final_metrics': last_metrics,
-      'describe': setup.describe(state) if setup.describe else None,
-      # This process's model init and first step; a resumed run reports its own.
-      'compile': compiles.as_dict(),
+    'steps': int(jax.device_get(state.step)),
+    'epochs': int(jax.device_get(state.step)) / steps_per_epoch,
+    'final_metrics': last_metrics,
+    'describe': setup.describe(state) if setup.describe else None,
+    # This process's model init and first step; a resumed run reports its own.
+    'compile': compiles.as_dict(),
   }
   if primary:
     if setup.write_artifacts and not history:
@@ -190,5 +198,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if os.path.exists(metrics_path) and writers.read_jsonl(metrics_path):
       os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
       plots.plot_learning_curves(
-          metrics_path, os.path.join(workdir, 'plots', 'learning_curves.png'))
+        metrics_path, os.path.join(workdir, 'plots', 'learning_curves.png')
+      )
   return summary

@@ -66,22 +66,25 @@ def shard_batch(batch: Any, mesh: Mesh, *, per_process: bool = False) -> Any:
     leaf = np.asarray(leaf) if not isinstance(leaf, jax.Array) else leaf
     field = jax.tree_util.keystr(path) or '<batch>'
     if leaf.ndim == 0:
-      raise ValueError(f'shard_batch: batch field {field} is a scalar; every '
-                       f'batch array needs a leading example axis to split '
-                       f'over devices')
+      raise ValueError(
+        f'shard_batch: batch field {field} is a scalar; every '
+        f'batch array needs a leading example axis to split '
+        f'over devices'
+      )
     if leaf.shape[0] % devices:
       raise ValueError(
-          f'config.data.batch_size: batch field {field} has '
-          f'{leaf.shape[0]} examples, not divisible by the {devices} '
-          f'{whose}; use a batch size that is a multiple of {devices}')
+        f'config.data.batch_size: batch field {field} has '
+        f'{leaf.shape[0]} examples, not divisible by the {devices} '
+        f'{whose}; use a batch size that is a multiple of {devices}'
+      )
     return jax.make_array_from_process_local_data(
-        sharding, leaf, global_shape=None if per_process else leaf.shape)
+      sharding, leaf, global_shape=None if per_process else leaf.shape
+    )
 
   return jax.tree_util.tree_map_with_path(place, batch)
 
 
-def jit_data_parallel(step_fn: Callable, mesh: Mesh, *,
-                      donate: bool = False) -> Callable:
+def jit_data_parallel(step_fn: Callable, mesh: Mesh, *, donate: bool = False) -> Callable:
   """Compiles `step(state, batches, key) -> (state, metrics)` for the mesh.
 
   `step_fn` is the engine's raw step (`core.make_step(..., jit=False)`).
@@ -93,7 +96,9 @@ def jit_data_parallel(step_fn: Callable, mesh: Mesh, *,
   into a replicated template). `donate` reuses the old state's buffers.
   """
   rep = replicated(mesh)
-  return jax.jit(step_fn,
-                 in_shardings=(rep, batch_sharded(mesh), rep),
-                 out_shardings=(rep, rep),
-                 donate_argnums=(0,) if donate else ())
+  return jax.jit(
+    step_fn,
+    in_shardings=(rep, batch_sharded(mesh), rep),
+    out_shardings=(rep, rep),
+    donate_argnums=(0,) if donate else (),
+  )

@@ -28,8 +28,7 @@ def _write_text_atomic(path: str, text: str) -> None:
   # A temporary file in the same directory, so os.replace is a rename.
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory,
-                             prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
   try:
     with os.fdopen(fd, 'w') as f:
       f.write(text)
@@ -63,7 +62,7 @@ def read_jsonl(path: str) -> list[dict]:
     try:
       records.append(json.loads(line))
     except json.JSONDecodeError as e:
-      if number == len(lines):   # no newline after it: an interrupted write
+      if number == len(lines):  # no newline after it: an interrupted write
         break
       raise ValueError(f'{path}:{number}: not a JSON line ({e})') from e
   return records
@@ -80,8 +79,7 @@ def truncate_metrics(workdir: str, after_step: int | None) -> int:
   path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
     return 0
-  kept = [r for r in read_jsonl(path)
-          if after_step is None or r['step'] <= after_step]
+  kept = [r for r in read_jsonl(path) if after_step is None or r['step'] <= after_step]
   _write_text_atomic(path, ''.join(json.dumps(r) + '\n' for r in kept))
   return len(kept)
 
@@ -93,8 +91,7 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
   for name, value in values.items():
     array = np.asarray(value)
     if array.size != 1:
-      raise ValueError(f'metric {name!r}: must be a scalar, got shape '
-                       f'{array.shape}')
+      raise ValueError(f'metric {name!r}: must be a scalar, got shape {array.shape}')
     out[name] = float(array.reshape(()))
   return out
 
@@ -109,8 +106,14 @@ class MetricWriter:
   Only process 0 writes when several processes run (`primary_only`).
   """
 
-  def __init__(self, workdir: str, *, tensorboard: bool = True,
-               start_step: int | None = None, primary_only: bool = True):
+  def __init__(
+    self,
+    workdir: str,
+    *,
+    tensorboard: bool = True,
+    start_step: int | None = None,
+    primary_only: bool = True,
+  ):
     self.workdir = workdir
     self.enabled = not primary_only or jax.process_index() == 0
     self._file = None
@@ -121,10 +124,12 @@ class MetricWriter:
     truncate_metrics(workdir, start_step)
     self._file = open(os.path.join(workdir, METRICS_FILE), 'a')
     if tensorboard:
-      import tensorboardX   # pylint: disable=g-import-not-at-top
+      import tensorboardX  # pylint: disable=g-import-not-at-top
+
       purge_step = None if start_step is None else start_step + 1
       self._summary = tensorboardX.SummaryWriter(
-          os.path.join(workdir, TENSORBOARD_DIR), purge_step=purge_step)
+        os.path.join(workdir, TENSORBOARD_DIR), purge_step=purge_step
+      )
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     if not self.enabled:

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import os
 
-CPU_DEFAULTS = ('--xla_cpu_experimental_ynn_fusion_type=',
-                '--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE',
-                '--xla_backend_extra_options=xla_cpu_disable_loop_unrolling,'
-                'xla_cpu_disable_slp_vectorizer')
+CPU_DEFAULTS = (
+  '--xla_cpu_experimental_ynn_fusion_type=',
+  '--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE',
+  '--xla_backend_extra_options=xla_cpu_disable_loop_unrolling,xla_cpu_disable_slp_vectorizer',
+)
 
 
 def apply_defaults(environ=os.environ) -> str:

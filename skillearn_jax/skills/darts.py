@@ -39,11 +39,14 @@ WEIGHTS, ALPHAS = 'weights', 'alphas'
 # -- reusable pieces -----------------------------------------------------------
 def make_supernet(net_config, num_classes: int) -> search_network.SearchNetwork:
   return search_network.SearchNetwork(
-      channels=net_config.channels, num_classes=num_classes,
-      layers=net_config.layers, nodes=net_config.nodes,
-      multiplier=net_config.multiplier,
-      stem_multiplier=net_config.stem_multiplier,
-      remat=bool(net_config.get('remat', True)))
+    channels=net_config.channels,
+    num_classes=num_classes,
+    layers=net_config.layers,
+    nodes=net_config.nodes,
+    multiplier=net_config.multiplier,
+    stem_multiplier=net_config.stem_multiplier,
+    remat=bool(net_config.get('remat', True)),
+  )
 
 
 def merged_params(params, names: str | Sequence[str]):
@@ -65,8 +68,7 @@ def _jit_train_apply(net):
   # need; inside core.gradient_loop's one body, `grad_gates` skips them.
   def apply_with_gates(variables, images, alphas, grad_gates):
     gated = {} if grad_gates is None else {'grad_gates': grad_gates}
-    return net.apply(variables, images, alphas, train=True,
-                     mutable=['batch_stats'], **gated)
+    return net.apply(variables, images, alphas, train=True, mutable=['batch_stats'], **gated)
 
   apply = jax.jit(apply_with_gates)
   forward_and_vjp = jax.jit(lambda *args: jax.vjp(apply, *args))
@@ -78,7 +80,8 @@ def _jit_train_apply(net):
 
   shared.defvjp(forward_and_vjp, backward)
   return lambda variables, images, alphas, grad_gates=None: shared(
-      variables, images, alphas, grad_gates)
+    variables, images, alphas, grad_gates
+  )
 
 
 _shared_train_apply = functools.lru_cache(maxsize=64)(_jit_train_apply)
@@ -108,13 +111,13 @@ def grad_gates(needs_grad, weight_sets: Sequence[str], alphas: str):
   if needs_grad is None:
     return None
   needed = [needs_grad[n] for n in weight_sets if n in needs_grad]
-  return {'weights': functools.reduce(jnp.logical_or, needed) if needed
-          else jnp.asarray(True),
-          'alphas': needs_grad.get(alphas, jnp.asarray(True))}
+  return {
+    'weights': functools.reduce(jnp.logical_or, needed) if needed else jnp.asarray(True),
+    'alphas': needs_grad.get(alphas, jnp.asarray(True)),
+  }
 
 
-def classification_loss(net, *, weights: str | Sequence[str], alphas: str,
-                        stats: str):
+def classification_loss(net, *, weights: str | Sequence[str], alphas: str, stats: str):
   """loss(params, batch, ctx) of a supernet learner in training mode.
 
   `weights`/`alphas` name the parameter sets (`weights` may name several
@@ -126,22 +129,17 @@ def classification_loss(net, *, weights: str | Sequence[str], alphas: str,
   weight_sets = [weights] if isinstance(weights, str) else list(weights)
   # The supernet skips the gradients a step discards; a network without
   # `grad_gates` (a test's linear testee, say) computes them all.
-  gates_supported = 'grad_gates' in inspect.signature(
-      type(net).__call__).parameters
+  gates_supported = 'grad_gates' in inspect.signature(type(net).__call__).parameters
 
   def loss(params, batch, ctx):
-    variables = {'params': merged_params(params, weights),
-                 'batch_stats': ctx.model_state[stats]}
-    gates = (grad_gates(ctx.needs_grad, weight_sets, alphas)
-             if gates_supported else None)
+    variables = {'params': merged_params(params, weights), 'batch_stats': ctx.model_state[stats]}
+    gates = grad_gates(ctx.needs_grad, weight_sets, alphas) if gates_supported else None
     logits, updates = apply(variables, batch['image'], params[alphas], gates)
-    ce = optax.softmax_cross_entropy_with_integer_labels(
-        logits, batch['label']).mean()
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
     acc = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
     model_state = dict(ctx.model_state)
     model_state[stats] = updates['batch_stats']
-    return core.LossOutput(ce, model_state=model_state,
-                           metrics={'accuracy': acc})
+    return core.LossOutput(ce, model_state=model_state, metrics={'accuracy': acc})
 
   return core.reads_needs_grad(loss) if gates_supported else loss
 
@@ -149,45 +147,53 @@ def classification_loss(net, *, weights: str | Sequence[str], alphas: str,
 def search_streams(config, *, dataset: str | None = None, seed_offset: int = 0):
   """(weight-half stream, architecture-half stream, source info)."""
   d = config.data
-  data = catalog.search_data(dataset or d.name, train_portion=d.train_portion,
-                             split=d.split, data_dir=d.data_dir or None)
+  data = catalog.search_data(
+    dataset or d.name, train_portion=d.train_portion, split=d.split, data_dir=d.data_dir or None
+  )
   info = data.source.info
   aug = augment_lib.train_augment(info)
   seed = config.seed + seed_offset
-  weight_stream = stream_lib.BatchStream(data.source, data.weight_indices,
-                                         d.batch_size, 2 * seed, aug)
-  arch_stream = stream_lib.BatchStream(data.source, data.architecture_indices,
-                                       d.batch_size, 2 * seed + 1, aug)
+  weight_stream = stream_lib.BatchStream(
+    data.source, data.weight_indices, d.batch_size, 2 * seed, aug
+  )
+  arch_stream = stream_lib.BatchStream(
+    data.source, data.architecture_indices, d.batch_size, 2 * seed + 1, aug
+  )
   return weight_stream, arch_stream, info, data
 
 
 def weight_param_set(name: str, optim, steps_per_epoch: int, epochs: int):
-  schedule = recipes.per_epoch_cosine(optim.lr, optim.lr_min, epochs,
-                                      steps_per_epoch)
+  schedule = recipes.per_epoch_cosine(optim.lr, optim.lr_min, epochs, steps_per_epoch)
   return core.ParamSet(
-      name,
-      recipes.sgd_recipe(schedule, momentum=optim.momentum,
-                         weight_decay=optim.weight_decay, clip=optim.clip),
-      unroll_lr=schedule, unroll_momentum=optim.momentum,
-      unroll_weight_decay=optim.weight_decay), schedule
+    name,
+    recipes.sgd_recipe(
+      schedule, momentum=optim.momentum, weight_decay=optim.weight_decay, clip=optim.clip
+    ),
+    unroll_lr=schedule,
+    unroll_momentum=optim.momentum,
+    unroll_weight_decay=optim.weight_decay,
+  ), schedule
 
 
 def arch_param_set(name: str, optim):
-  return core.ParamSet(name, recipes.adam_recipe(
-      optim.lr, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay))
+  return core.ParamSet(
+    name, recipes.adam_recipe(optim.lr, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay)
+  )
 
 
 def genotype_of(alphas, net_config) -> genotypes.Genotype:
-  return genotypes.derive_genotype(np.asarray(alphas['normal']),
-                                   np.asarray(alphas['reduce']),
-                                   nodes=net_config.nodes,
-                                   multiplier=net_config.multiplier)
+  return genotypes.derive_genotype(
+    np.asarray(alphas['normal']),
+    np.asarray(alphas['reduce']),
+    nodes=net_config.nodes,
+    multiplier=net_config.multiplier,
+  )
 
 
 def describe_alphas(alphas, net_config) -> dict:
   return {
-      'genotype': genotypes.genotype_to_dict(genotype_of(alphas, net_config)),
-      'alphas': {k: np.asarray(v).tolist() for k, v in alphas.items()},
+    'genotype': genotypes.genotype_to_dict(genotype_of(alphas, net_config)),
+    'alphas': {k: np.asarray(v).tolist() for k, v in alphas.items()},
   }
 
 
@@ -201,11 +207,11 @@ def write_search_artifacts(alphas, net_config, workdir: str, history) -> None:
   snapshots = [h for h in history if 'alphas' in h['describe']]
   for cell in ('normal', 'reduce'):
     cell_plot.plot_alpha_heatmaps(
-        [np.asarray(h['describe']['alphas'][cell]) for h in snapshots] or
-        [np.asarray(alphas[cell])],
-        os.path.join(plots, f'alpha_{cell}.png'),
-        steps=[f'epoch {h["epoch"]}' for h in snapshots] or None,
-        title=f'softmax(α_{cell})')
+      [np.asarray(h['describe']['alphas'][cell]) for h in snapshots] or [np.asarray(alphas[cell])],
+      os.path.join(plots, f'alpha_{cell}.png'),
+      steps=[f'epoch {h["epoch"]}' for h in snapshots] or None,
+      title=f'softmax(α_{cell})',
+    )
 
 
 def eval_apply(net):
@@ -232,16 +238,16 @@ def check_config(config) -> None:
   config_check.positive(config, 'data.eval_examples', allow_zero=True)
   if not 0.0 < config.data.train_portion < 1.0:
     raise config_check.ConfigError(
-        f'config.data.train_portion: {config.data.train_portion!r} is not '
-        'allowed; must lie in (0, 1)')
-  for field in ('channels', 'layers', 'nodes', 'multiplier',
-                'stem_multiplier'):
+      f'config.data.train_portion: {config.data.train_portion!r} is not allowed; must lie in (0, 1)'
+    )
+  for field in ('channels', 'layers', 'nodes', 'multiplier', 'stem_multiplier'):
     config_check.positive(config, f'net.{field}')
   check_optimizers(config)
   if config.net.multiplier > config.net.nodes:
     raise config_check.ConfigError(
-        f'config.net.multiplier: {config.net.multiplier} is not allowed; '
-        f'must be <= config.net.nodes ({config.net.nodes})')
+      f'config.net.multiplier: {config.net.multiplier} is not allowed; '
+      f'must be <= config.net.nodes ({config.net.nodes})'
+    )
 
 
 def check_optimizers(config) -> None:
@@ -250,13 +256,15 @@ def check_optimizers(config) -> None:
   config_check.positive(config, 'weights_optim.lr_min', allow_zero=True)
   if config.weights_optim.lr_min > config.weights_optim.lr:
     raise config_check.ConfigError(
-        f'config.weights_optim.lr_min: {config.weights_optim.lr_min!r} is not '
-        f'allowed; must be <= config.weights_optim.lr '
-        f'({config.weights_optim.lr!r})')
+      f'config.weights_optim.lr_min: {config.weights_optim.lr_min!r} is not '
+      f'allowed; must be <= config.weights_optim.lr '
+      f'({config.weights_optim.lr!r})'
+    )
   config_check.in_unit_interval(config, 'weights_optim.momentum')
   config_check.positive(config, 'weights_optim.weight_decay', allow_zero=True)
-  config_check.positive(config, 'weights_optim.clip', allow_zero=True,
-                        meaning='0 turns gradient clipping off')
+  config_check.positive(
+    config, 'weights_optim.clip', allow_zero=True, meaning='0 turns gradient clipping off'
+  )
   config_check.positive(config, 'alphas_optim.lr')
   config_check.in_unit_interval(config, 'alphas_optim.b1')
   config_check.in_unit_interval(config, 'alphas_optim.b2')
@@ -265,15 +273,15 @@ def check_optimizers(config) -> None:
 
 def darts_program(net, config, steps_per_epoch: int):
   """The DARTS program for `net`; returns (program, weight lr schedule)."""
-  weights_set, schedule = weight_param_set(WEIGHTS, config.weights_optim,
-                                           steps_per_epoch, config.num_epochs)
-  loss = classification_loss(net, weights=WEIGHTS, alphas=ALPHAS,
-                             stats='batch_stats')
+  weights_set, schedule = weight_param_set(
+    WEIGHTS, config.weights_optim, steps_per_epoch, config.num_epochs
+  )
+  loss = classification_loss(net, weights=WEIGHTS, alphas=ALPHAS, stats='batch_stats')
   program = core.Program(
-      param_sets=[weights_set, arch_param_set(ALPHAS, config.alphas_optim)],
-      stages=[core.Stage('train', active=[WEIGHTS], supporting=[ALPHAS],
-                         loss=loss)],
-      validation=core.Validation(loss, {ALPHAS: 'minimize'}))
+    param_sets=[weights_set, arch_param_set(ALPHAS, config.alphas_optim)],
+    stages=[core.Stage('train', active=[WEIGHTS], supporting=[ALPHAS], loss=loss)],
+    validation=core.Validation(loss, {ALPHAS: 'minimize'}),
+  )
   return program, schedule
 
 
@@ -283,48 +291,54 @@ def init_supernet(net, key, image_shape, nodes: int):
   sample = jnp.zeros((2, *image_shape), jnp.float32)
   # Jitted: eager init dispatches every op of the scanned cells one by one.
   variables = jax.jit(lambda k, x, a: net.init(k, x, a, train=False))(
-      jax.random.fold_in(key, 0), sample, alphas)
+    jax.random.fold_in(key, 0), sample, alphas
+  )
   return variables['params'], alphas, variables['batch_stats']
 
 
 def build(config) -> base.SkillSetup:
   weight_stream, arch_stream, info, data = search_streams(config)
-  steps_per_epoch = min(weight_stream.steps_per_epoch,
-                        arch_stream.steps_per_epoch)
+  steps_per_epoch = min(weight_stream.steps_per_epoch, arch_stream.steps_per_epoch)
   net = make_supernet(config.net, info.num_classes)
   program, schedule = darts_program(net, config, steps_per_epoch)
 
   def init(key):
-    weights, alphas, stats = init_supernet(net, key, info.image_shape,
-                                           config.net.nodes)
+    weights, alphas, stats = init_supernet(net, key, info.image_shape, config.net.nodes)
     return {WEIGHTS: weights, ALPHAS: alphas}, {'batch_stats': stats}
 
   def batches_at(step):
-    return {'train': weight_stream.batch_at(step),
-            'val': arch_stream.batch_at(step)}
+    return {'train': weight_stream.batch_at(step), 'val': arch_stream.batch_at(step)}
 
-  eval_indices = data.architecture_indices[:config.data.eval_examples]
+  eval_indices = data.architecture_indices[: config.data.eval_examples]
   eval_transform = augment_lib.eval_augment(info)
-  apply = eval_apply(net)   # one compile for every epoch's evaluation
+  apply = eval_apply(net)  # one compile for every epoch's evaluation
 
   def evaluate(state):
     if not len(eval_indices):
       return {}
-    batches = stream_lib.eval_batches(data.source, eval_indices,
-                                      config.data.batch_size, eval_transform)
-    variables = lambda: {'params': state.params[WEIGHTS],
-                         'batch_stats': state.model_state['batch_stats']}
-    return {'valid_accuracy': accuracy_on(net, variables,
-                                          state.params[ALPHAS], batches,
-                                          apply=apply)}
+    batches = stream_lib.eval_batches(
+      data.source, eval_indices, config.data.batch_size, eval_transform
+    )
+    variables = lambda: {
+      'params': state.params[WEIGHTS],
+      'batch_stats': state.model_state['batch_stats'],
+    }
+    return {
+      'valid_accuracy': accuracy_on(net, variables, state.params[ALPHAS], batches, apply=apply)
+    }
 
   return base.SkillSetup(
-      program=program, init=init, batches_at=batches_at,
-      steps_per_epoch=steps_per_epoch,
-      describe=lambda state: describe_alphas(state.params[ALPHAS], config.net),
-      write_artifacts=lambda state, workdir, history: write_search_artifacts(
-          state.params[ALPHAS], config.net, workdir, history),
-      evaluate=evaluate,
-      learning_rates=lambda step: {
-          'lr/weights': float(schedule(step)),
-          'lr/alphas': config.alphas_optim.lr})
+    program=program,
+    init=init,
+    batches_at=batches_at,
+    steps_per_epoch=steps_per_epoch,
+    describe=lambda state: describe_alphas(state.params[ALPHAS], config.net),
+    write_artifacts=lambda state, workdir, history: write_search_artifacts(
+      state.params[ALPHAS], config.net, workdir, history
+    ),
+    evaluate=evaluate,
+    learning_rates=lambda step: {
+      'lr/weights': float(schedule(step)),
+      'lr/alphas': config.alphas_optim.lr,
+    },
+  )

@@ -12,7 +12,7 @@ from skillearn_jax.nas import eval_network
 from skillearn_jax.nas import genotypes
 from skillearn_jax.run import config_check
 
-MODE = 'evaluate'   # config_check: the mode this skill runs in
+MODE = 'evaluate'  # config_check: the mode this skill runs in
 SCHEDULES = ('cosine', 'exponential')
 RNG_IMPLS = ('rbg', 'unsafe_rbg', 'threefry2x32')
 
@@ -25,18 +25,33 @@ def check_config(config) -> None:
   config_check.one_of(config, 'net.network', tuple(eval_network.NETWORKS))
   config_check.one_of(config, 'optim.schedule', SCHEDULES)
   config_check.one_of(config, 'rng_impl', RNG_IMPLS)
-  for field in ('data.batch_size', 'data.eval_batch_size', 'data.image_size',
-                'data.resize_size', 'net.layers', 'net.channels', 'optim.lr',
-                'eval_every_epochs'):
+  for field in (
+    'data.batch_size',
+    'data.eval_batch_size',
+    'data.image_size',
+    'data.resize_size',
+    'net.layers',
+    'net.channels',
+    'optim.lr',
+    'eval_every_epochs',
+  ):
     config_check.positive(config, field)
-  for field in ('data.train_examples', 'data.eval_examples',
-                'data.cutout_length', 'net.auxiliary_weight', 'optim.lr_min',
-                'optim.decay_rate', 'optim.momentum', 'optim.weight_decay',
-                'optim.clip'):
+  for field in (
+    'data.train_examples',
+    'data.eval_examples',
+    'data.cutout_length',
+    'net.auxiliary_weight',
+    'optim.lr_min',
+    'optim.decay_rate',
+    'optim.momentum',
+    'optim.weight_decay',
+    'optim.clip',
+  ):
     config_check.positive(config, field, allow_zero=True)
   config_check.in_unit_interval(config, 'net.drop_path_prob')
   config_check.in_unit_interval(config, 'label_smoothing')
   if config.data.image_size > config.data.resize_size:
     raise config_check.ConfigError(
-        f'config.data.image_size: {config.data.image_size} is not allowed; '
-        f'must be <= config.data.resize_size ({config.data.resize_size})')
+      f'config.data.image_size: {config.data.image_size} is not allowed; '
+      f'must be <= config.data.resize_size ({config.data.resize_size})'
+    )

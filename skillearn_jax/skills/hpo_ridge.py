@@ -34,7 +34,7 @@ def make_data(seed: int, n_train: int, n_val: int, dim: int, noise: float):
 
 
 def _mse(w, batch):
-  return 0.5 * jnp.mean((batch['x'] @ w - batch['y'])**2)
+  return 0.5 * jnp.mean((batch['x'] @ w - batch['y']) ** 2)
 
 
 def train_loss(params, batch, ctx):
@@ -48,19 +48,21 @@ def val_loss(params, batch, ctx):
   return _mse(params['w'], batch)
 
 
-def build_program(*, xi: float, weight_lr: float, hyper_lr: float,
-                  unroll_steps: int = 1) -> core.Program:
+def build_program(
+  *, xi: float, weight_lr: float, hyper_lr: float, unroll_steps: int = 1
+) -> core.Program:
   return core.Program(
-      param_sets=[
-          core.ParamSet('w', optax.sgd(weight_lr), unroll_lr=xi),
-          core.ParamSet('log_lam', optax.adam(hyper_lr)),
-      ],
-      stages=[
-          core.Stage('train', active=['w'], supporting=['log_lam'],
-                     loss=train_loss, unroll_steps=unroll_steps)
-      ],
-      validation=core.Validation(loss=val_loss,
-                                 directions={'log_lam': 'minimize'}))
+    param_sets=[
+      core.ParamSet('w', optax.sgd(weight_lr), unroll_lr=xi),
+      core.ParamSet('log_lam', optax.adam(hyper_lr)),
+    ],
+    stages=[
+      core.Stage(
+        'train', active=['w'], supporting=['log_lam'], loss=train_loss, unroll_steps=unroll_steps
+      )
+    ],
+    validation=core.Validation(loss=val_loss, directions={'log_lam': 'minimize'}),
+  )
 
 
 def closed_form_unrolled(params, batches, xi):
@@ -91,8 +93,9 @@ def closed_form_implicit(h, batches):
 def build(config) -> base.SkillSetup:
   """The ridge example as a runnable setup (see configs/hpo_ridge.py)."""
   r = config.ridge
-  program = build_program(xi=r.xi, weight_lr=r.weight_lr,
-                          hyper_lr=r.hyper_lr, unroll_steps=r.unroll_steps)
+  program = build_program(
+    xi=r.xi, weight_lr=r.weight_lr, hyper_lr=r.hyper_lr, unroll_steps=r.unroll_steps
+  )
   data = make_data(config.seed, r.n_train, r.n_val, r.dim, r.noise)
 
   def init(key):
@@ -104,9 +107,11 @@ def build(config) -> base.SkillSetup:
       return None
     return {'log_lam': closed_form_unrolled(state.params, batches, r.xi)}
 
-  return base.SkillSetup(program=program, init=init,
-                         batches_at=lambda step: data,
-                         closed_form=closed_form,
-                         describe=lambda state: {'ridge_lambda': float(
-                             jnp.exp(state.params['log_lam']))},
-                         steps_per_epoch=1)
+  return base.SkillSetup(
+    program=program,
+    init=init,
+    batches_at=lambda step: data,
+    closed_form=closed_form,
+    describe=lambda state: {'ridge_lambda': float(jnp.exp(state.params['log_lam']))},
+    steps_per_epoch=1,
+  )

@@ -43,10 +43,9 @@ from skillearn_jax.skills import base
 from skillearn_jax.skills import darts
 
 WEIGHTS, ALPHAS = darts.WEIGHTS, darts.ALPHAS
-ENCODER, EXECUTOR, CREATOR, SELECTION = ('encoder', 'executor', 'creator',
-                                         'selection')
+ENCODER, EXECUTOR, CREATOR, SELECTION = ('encoder', 'executor', 'creator', 'selection')
 TESTEE_STATS, TESTER_STATS = 'testee_stats', 'tester_stats'
-DATA = 'lpt'        # one batch dict per step: 'train', 'bank', 'tester_val'
+DATA = 'lpt'  # one batch dict per step: 'train', 'bank', 'tester_val'
 MODES = ('full', 'test_only', 'difficulty_only')
 HISTOGRAM_BINS = 20
 
@@ -63,8 +62,7 @@ def weighted_test_loss(selection, losses):
 # -- losses ----------------------------------------------------------------------
 def testee_stage_loss(net):
   """Stage I: L(A, W, D_ee^tr), the DARTS weight loss on the 'train' batch."""
-  loss = darts.classification_loss(net, weights=WEIGHTS, alphas=ALPHAS,
-                                    stats=TESTEE_STATS)
+  loss = darts.classification_loss(net, weights=WEIGHTS, alphas=ALPHAS, stats=TESTEE_STATS)
   return lambda params, batch, ctx: loss(params, batch['train'], ctx)
 
 
@@ -78,14 +76,16 @@ def tester_stage_loss(encoder, executor, *, gamma: float, test_only: bool):
     bank = batch['bank']
     parts = [bank] if test_only else [batch['train'], bank]
     features, stats = tester.encode(
-        encoder, params[ENCODER], ctx.model_state[TESTER_STATS],
-        jnp.concatenate([p['image'] for p in parts]), train=True)
+      encoder,
+      params[ENCODER],
+      ctx.model_state[TESTER_STATS],
+      jnp.concatenate([p['image'] for p in parts]),
+      train=True,
+    )
     logits = executor.apply({'params': params[EXECUTOR]}, features)
-    losses = _per_example_ce(logits,
-                             jnp.concatenate([p['label'] for p in parts]))
+    losses = _per_example_ce(logits, jnp.concatenate([p['label'] for p in parts]))
     bank_size = bank['label'].shape[0]
-    selection = tester.selection_weights(params[CREATOR],
-                                         features[-bank_size:])
+    selection = tester.selection_weights(params[CREATOR], features[-bank_size:])
     test_term = jnp.mean(selection * losses[-bank_size:])
     metrics = {'test_term': test_term, 'selection_mean': selection.mean()}
     if test_only:
@@ -101,8 +101,12 @@ def tester_stage_loss(encoder, executor, *, gamma: float, test_only: bool):
 
 def _testee_bank_losses(net, params, bank, ctx):
   logits, _ = net.apply(
-      {'params': params[WEIGHTS], 'batch_stats': ctx.model_state[TESTEE_STATS]},
-      bank['image'], params[ALPHAS], train=True, mutable=['batch_stats'])
+    {'params': params[WEIGHTS], 'batch_stats': ctx.model_state[TESTEE_STATS]},
+    bank['image'],
+    params[ALPHAS],
+    train=True,
+    mutable=['batch_stats'],
+  )
   return _per_example_ce(logits, bank['label'])
 
 
@@ -113,20 +117,26 @@ def validation_loss(net, encoder, executor, *, weight_lambda: float):
     bank, held_out = batch['bank'], batch['tester_val']
     testee_losses = _testee_bank_losses(net, params, bank, ctx)
     features, _ = tester.encode(
-        encoder, params[ENCODER], ctx.model_state[TESTER_STATS],
-        jnp.concatenate([bank['image'], held_out['image']]), train=True)
+      encoder,
+      params[ENCODER],
+      ctx.model_state[TESTER_STATS],
+      jnp.concatenate([bank['image'], held_out['image']]),
+      train=True,
+    )
     bank_size = bank['label'].shape[0]
-    selection = tester.selection_weights(params[CREATOR],
-                                         features[:bank_size])
-    tester_logits = executor.apply({'params': params[EXECUTOR]},
-                                   features[bank_size:])
+    selection = tester.selection_weights(params[CREATOR], features[:bank_size])
+    tester_logits = executor.apply({'params': params[EXECUTOR]}, features[bank_size:])
     tester_val_loss = _per_example_ce(tester_logits, held_out['label']).mean()
     test_loss = weighted_test_loss(selection, testee_losses)
     return core.LossOutput(
-        test_loss - weight_lambda * tester_val_loss,
-        metrics={'test_loss': test_loss, 'plain_loss': testee_losses.mean(),
-                 'tester_val_loss': tester_val_loss,
-                 'selection_mean': selection.mean()})
+      test_loss - weight_lambda * tester_val_loss,
+      metrics={
+        'test_loss': test_loss,
+        'plain_loss': testee_losses.mean(),
+        'tester_val_loss': tester_val_loss,
+        'selection_mean': selection.mean(),
+      },
+    )
 
   return loss
 
@@ -140,9 +150,13 @@ def difficulty_only_validation_loss(net):
     selection = jax.nn.sigmoid(params[SELECTION][bank['position']])
     test_loss = weighted_test_loss(selection, testee_losses)
     return core.LossOutput(
-        test_loss, metrics={'test_loss': test_loss,
-                            'plain_loss': testee_losses.mean(),
-                            'selection_mean': selection.mean()})
+      test_loss,
+      metrics={
+        'test_loss': test_loss,
+        'plain_loss': testee_losses.mean(),
+        'selection_mean': selection.mean(),
+      },
+    )
 
   return loss
 
@@ -153,7 +167,8 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
   `encoder`; returns (program, {name: learning-rate schedule})."""
   epochs = config.num_epochs
   weights_set, weight_schedule = darts.weight_param_set(
-      WEIGHTS, config.weights_optim, steps_per_epoch, epochs)
+    WEIGHTS, config.weights_optim, steps_per_epoch, epochs
+  )
   alphas_set = darts.arch_param_set(ALPHAS, config.alphas_optim)
   mode = config.lpt.mode
   schedules = {'weights': weight_schedule}
@@ -161,54 +176,66 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
   # Eq. 25 the selection scalars are listed in Stage I, whose loss never
   # reads them, so W*(A) does not depend on S, exactly as the equation says.
   testee = core.Stage(
-      'testee', active=[WEIGHTS],
-      supporting=[ALPHAS, SELECTION] if mode == 'difficulty_only' else
-      [ALPHAS], loss=testee_stage_loss(net), data=DATA)
+    'testee',
+    active=[WEIGHTS],
+    supporting=[ALPHAS, SELECTION] if mode == 'difficulty_only' else [ALPHAS],
+    loss=testee_stage_loss(net),
+    data=DATA,
+  )
   if mode == 'difficulty_only':
     program = core.Program(
-        param_sets=[weights_set, alphas_set,
-                    darts.arch_param_set(SELECTION, config.creator_optim)],
-        stages=[testee],
-        validation=core.Validation(difficulty_only_validation_loss(net),
-                                   {ALPHAS: 'minimize',
-                                    SELECTION: 'maximize'}, data=DATA))
+      param_sets=[weights_set, alphas_set, darts.arch_param_set(SELECTION, config.creator_optim)],
+      stages=[testee],
+      validation=core.Validation(
+        difficulty_only_validation_loss(net), {ALPHAS: 'minimize', SELECTION: 'maximize'}, data=DATA
+      ),
+    )
     return program, schedules
   executor = tester.make_executor(num_classes)
   encoder_set, tester_schedule = darts.weight_param_set(
-      ENCODER, config.tester_optim, steps_per_epoch, epochs)
-  executor_set, _ = darts.weight_param_set(EXECUTOR, config.tester_optim,
-                                           steps_per_epoch, epochs)
+    ENCODER, config.tester_optim, steps_per_epoch, epochs
+  )
+  executor_set, _ = darts.weight_param_set(EXECUTOR, config.tester_optim, steps_per_epoch, epochs)
   schedules['tester'] = tester_schedule
   tester_stage = core.Stage(
-      'tester', active=[ENCODER, EXECUTOR], supporting=[CREATOR],
-      loss=tester_stage_loss(encoder, executor,
-                             gamma=config.lpt.weight_gamma,
-                             test_only=mode == 'test_only'), data=DATA)
+    'tester',
+    active=[ENCODER, EXECUTOR],
+    supporting=[CREATOR],
+    loss=tester_stage_loss(
+      encoder, executor, gamma=config.lpt.weight_gamma, test_only=mode == 'test_only'
+    ),
+    data=DATA,
+  )
   program = core.Program(
-      param_sets=[weights_set, alphas_set, encoder_set, executor_set,
-                  darts.arch_param_set(CREATOR, config.creator_optim)],
-      stages=[testee, tester_stage],
-      validation=core.Validation(
-          validation_loss(net, encoder, executor,
-                          weight_lambda=config.lpt.weight_lambda),
-          {ALPHAS: 'minimize', CREATOR: 'maximize'}, data=DATA))
+    param_sets=[
+      weights_set,
+      alphas_set,
+      encoder_set,
+      executor_set,
+      darts.arch_param_set(CREATOR, config.creator_optim),
+    ],
+    stages=[testee, tester_stage],
+    validation=core.Validation(
+      validation_loss(net, encoder, executor, weight_lambda=config.lpt.weight_lambda),
+      {ALPHAS: 'minimize', CREATOR: 'maximize'},
+      data=DATA,
+    ),
+  )
   return program, schedules
 
 
-def init_lpt(key, net, encoder, config, *, num_classes: int, image_shape,
-             bank_size: int):
+def init_lpt(key, net, encoder, config, *, num_classes: int, image_shape, bank_size: int):
   """(params by set name, model state) of a fresh LPT program."""
-  weights, alphas, testee_stats = darts.init_supernet(net, key, image_shape,
-                                                      config.net.nodes)
+  weights, alphas, testee_stats = darts.init_supernet(net, key, image_shape, config.net.nodes)
   params = {WEIGHTS: weights, ALPHAS: alphas}
   model_state = {TESTEE_STATS: testee_stats}
   if config.lpt.mode == 'difficulty_only':
     # s = 0: every bank example starts half selected.
     params[SELECTION] = jnp.zeros((bank_size,), jnp.float32)
     return params, model_state
-  (params[ENCODER], params[EXECUTOR], params[CREATOR],
-   model_state[TESTER_STATS]) = tester.init_tester(
-       jax.random.fold_in(key, 2), encoder, num_classes, image_shape)
+  (params[ENCODER], params[EXECUTOR], params[CREATOR], model_state[TESTER_STATS]) = (
+    tester.init_tester(jax.random.fold_in(key, 2), encoder, num_classes, image_shape)
+  )
   return params, model_state
 
 
@@ -223,29 +250,30 @@ class Monitor:
 
   def __init__(self, net, encoder, config, data: catalog.SearchData):
     self.config, self.data = config, data
-    self.indices = data.architecture_indices[:config.data.eval_examples]
+    self.indices = data.architecture_indices[: config.data.eval_examples]
     self.positions = np.arange(len(self.indices), dtype=np.int32)
     self.transform = augment_lib.eval_augment(data.source.info)
     self._cache = (None, None)
     mode = config.lpt.mode
 
     def testee_losses(params, model_state, batch):
-      logits = net.apply({'params': params[WEIGHTS],
-                          'batch_stats': model_state[TESTEE_STATS]},
-                         batch['image'], params[ALPHAS], train=False)
-      return (_per_example_ce(logits, batch['label']),
-              jnp.argmax(logits, -1) == batch['label'])
+      logits = net.apply(
+        {'params': params[WEIGHTS], 'batch_stats': model_state[TESTEE_STATS]},
+        batch['image'],
+        params[ALPHAS],
+        train=False,
+      )
+      return (_per_example_ce(logits, batch['label']), jnp.argmax(logits, -1) == batch['label'])
 
     def selection(params, model_state, batch):
       if mode == 'difficulty_only':
         return jax.nn.sigmoid(params[SELECTION][batch['position']])
-      features, _ = tester.encode(encoder, params[ENCODER],
-                                  model_state[TESTER_STATS], batch['image'],
-                                  train=False)
+      features, _ = tester.encode(
+        encoder, params[ENCODER], model_state[TESTER_STATS], batch['image'], train=False
+      )
       return tester.selection_weights(params[CREATOR], features)
 
-    self._apply = jax.jit(lambda p, s, b: (*testee_losses(p, s, b),
-                                           selection(p, s, b)))
+    self._apply = jax.jit(lambda p, s, b: (*testee_losses(p, s, b), selection(p, s, b)))
 
   def results(self, state) -> dict:
     """Per monitored example: 'losses', 'correct', 'selection'."""
@@ -253,11 +281,10 @@ class Monitor:
     if self._cache[0] == step:
       return self._cache[1]
     size = self.config.data.batch_size
-    batches = stream_lib.eval_batches(self.data.source, self.indices, size,
-                                      self.transform)
+    batches = stream_lib.eval_batches(self.data.source, self.indices, size, self.transform)
     parts = []
     for start, batch in zip(range(0, len(self.indices), size), batches):
-      position = self.positions[start:start + size]
+      position = self.positions[start : start + size]
       batch['position'] = np.pad(position, (0, size - len(position)))
       mask = batch.pop('mask')
       out = self._apply(state.params, state.model_state, batch)
@@ -273,33 +300,38 @@ class Monitor:
   def describe(self, state) -> dict:
     summary = darts.describe_alphas(state.params[ALPHAS], self.config.net)
     if len(self.indices):
-      summary['selection_histogram'] = selection_histogram(
-          self.results(state)['selection'])
+      summary['selection_histogram'] = selection_histogram(self.results(state)['selection'])
     return summary
 
   def write_artifacts(self, state, workdir: str, history) -> None:
     """DARTS' genotype and alpha plots, the selection weights over epochs and
     the most / least selected monitored examples."""
-    darts.write_search_artifacts(state.params[ALPHAS], self.config.net,
-                                 workdir, history)
+    darts.write_search_artifacts(state.params[ALPHAS], self.config.net, workdir, history)
     if not len(self.indices):
       return
     plots = os.path.join(workdir, 'plots')
-    snapshots = [h for h in history
-                 if 'selection_histogram' in h['describe']]
+    snapshots = [h for h in history if 'selection_histogram' in h['describe']]
     result = self.results(state)
     plot_selection_over_time(
-        [h['describe']['selection_histogram'] for h in snapshots] or
-        [selection_histogram(result['selection'])],
-        [h['epoch'] for h in snapshots] or ['now'],
-        os.path.join(plots, 'selection_over_time.png'))
+      [h['describe']['selection_histogram'] for h in snapshots]
+      or [selection_histogram(result['selection'])],
+      [h['epoch'] for h in snapshots] or ['now'],
+      os.path.join(plots, 'selection_over_time.png'),
+    )
     rows = []
-    for title, picks in zip(('most selected', 'least selected'),
-                            extremes(result['selection'],
-                                     self.config.lpt.grid_examples)):
+    for title, picks in zip(
+      ('most selected', 'least selected'),
+      extremes(result['selection'], self.config.lpt.grid_examples),
+    ):
       images, labels = self.data.source.get(self.indices[picks])
-      rows.append((title, sources.to_unit_float(np.asarray(images)),
-                   np.asarray(labels), result['selection'][picks]))
+      rows.append(
+        (
+          title,
+          sources.to_unit_float(np.asarray(images)),
+          np.asarray(labels),
+          result['selection'][picks],
+        )
+      )
     plot_selection_extremes(rows, os.path.join(plots, 'selection_extremes.png'))
 
 
@@ -307,11 +339,10 @@ def monitor_metrics(result) -> dict:
   """eval/ metrics: the testee's loss on the created test and on the plain
   validation examples, its accuracy, and the mean selection weight."""
   return {
-      'valid_accuracy': float(result['correct'].mean()),
-      'test_loss': float(weighted_test_loss(result['selection'],
-                                            result['losses'])),
-      'plain_val_loss': float(result['losses'].mean()),
-      'selection_mean': float(result['selection'].mean()),
+    'valid_accuracy': float(result['correct'].mean()),
+    'test_loss': float(weighted_test_loss(result['selection'], result['losses'])),
+    'plain_val_loss': float(result['losses'].mean()),
+    'selection_mean': float(result['selection'].mean()),
   }
 
 
@@ -326,8 +357,13 @@ def plot_selection_over_time(histograms, epochs, path: str) -> None:
   counts /= np.maximum(counts.sum(axis=0, keepdims=True), 1.0)
   fig = Figure(figsize=(1.5 + 0.4 * max(len(epochs), 4), 4))
   ax = fig.add_subplot()
-  image = ax.imshow(counts, origin='lower', aspect='auto', cmap='viridis',
-                    extent=(-0.5, len(epochs) - 0.5, 0.0, 1.0))
+  image = ax.imshow(
+    counts,
+    origin='lower',
+    aspect='auto',
+    cmap='viridis',
+    extent=(-0.5, len(epochs) - 0.5, 0.0, 1.0),
+  )
   ax.set_xticks(range(len(epochs)), [str(e) for e in epochs])
   ax.set_xlabel('epoch')
   ax.set_ylabel('selection weight f(d)')
@@ -355,8 +391,9 @@ def plot_selection_extremes(rows, path: str) -> None:
       if c >= len(images):
         continue
       gray = images[c].shape[-1] == 1
-      ax.imshow(images[c][..., 0] if gray else images[c],
-                cmap='gray' if gray else None, vmin=0, vmax=1)
+      ax.imshow(
+        images[c][..., 0] if gray else images[c], cmap='gray' if gray else None, vmin=0, vmax=1
+      )
       ax.set_title(f'f={selection[c]:.2f} y={labels[c]}', fontsize=7)
     axes[r][0].set_ylabel(title, fontsize=8)
   fig.savefig(path, dpi=100, bbox_inches='tight')
@@ -377,22 +414,31 @@ def check_config(config) -> None:
 def build(config) -> base.SkillSetup:
   train_stream, bank_stream, info, data = darts.search_streams(config)
   tester_val_stream = stream_lib.BatchStream(
-      data.source, data.architecture_indices, config.data.batch_size,
-      (config.seed, 2), augment_lib.train_augment(info))
+    data.source,
+    data.architecture_indices,
+    config.data.batch_size,
+    (config.seed, 2),
+    augment_lib.train_augment(info),
+  )
   bank = data.architecture_indices
   position_of = np.full(len(data.source), -1, np.int32)
   position_of[bank] = np.arange(len(bank), dtype=np.int32)
-  steps_per_epoch = min(train_stream.steps_per_epoch,
-                        bank_stream.steps_per_epoch)
+  steps_per_epoch = min(train_stream.steps_per_epoch, bank_stream.steps_per_epoch)
   mode = config.lpt.mode
   net = darts.make_supernet(config.net, info.num_classes)
   encoder = tester.make_encoder(config.lpt.encoder)
-  program, schedules = lpt_program(net, encoder, info.num_classes, config,
-                                   steps_per_epoch)
+  program, schedules = lpt_program(net, encoder, info.num_classes, config, steps_per_epoch)
 
   def init(key):
-    return init_lpt(key, net, encoder, config, num_classes=info.num_classes,
-                    image_shape=info.image_shape, bank_size=len(bank))
+    return init_lpt(
+      key,
+      net,
+      encoder,
+      config,
+      num_classes=info.num_classes,
+      image_shape=info.image_shape,
+      bank_size=len(bank),
+    )
 
   def batches_at(step):
     bank_batch = bank_stream.batch_at(step)
@@ -412,7 +458,12 @@ def build(config) -> base.SkillSetup:
     return rates
 
   return base.SkillSetup(
-      program=program, init=init, batches_at=batches_at,
-      steps_per_epoch=steps_per_epoch, describe=monitor.describe,
-      write_artifacts=monitor.write_artifacts, evaluate=monitor.evaluate,
-      learning_rates=learning_rates)
+    program=program,
+    init=init,
+    batches_at=batches_at,
+    steps_per_epoch=steps_per_epoch,
+    describe=monitor.describe,
+    write_artifacts=monitor.write_artifacts,
+    evaluate=monitor.evaluate,
+    learning_rates=learning_rates,
+  )

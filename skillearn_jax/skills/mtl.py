@@ -35,11 +35,15 @@ def task_weights(labels: Sequence[str], tradeoff: float) -> dict:
   return {label: 1.0 if k == 0 else tradeoff for k, label in enumerate(labels)}
 
 
-def mtl_program(labels: Sequence[str], *, train_tradeoff: float,
-                val_tradeoff: float,
-                task_loss: Callable[[int, str], core.LossFn],
-                weight_set: Callable[[str], core.ParamSet],
-                arch_set: core.ParamSet) -> core.Program:
+def mtl_program(
+  labels: Sequence[str],
+  *,
+  train_tradeoff: float,
+  val_tradeoff: float,
+  task_loss: Callable[[int, str], core.LossFn],
+  weight_set: Callable[[str], core.ParamSet],
+  arch_set: core.ParamSet,
+) -> core.Program:
   """Eq. 10 of the IL paper for any task loss.
 
   `task_loss(k, label)` reads the set `weights_set(label)`, the set
@@ -47,15 +51,21 @@ def mtl_program(labels: Sequence[str], *, train_tradeoff: float,
   """
   losses = {label: task_loss(k, label) for k, label in enumerate(labels)}
   return core.Program(
-      param_sets=[arch_set] + [weight_set(weights_set(l)) for l in labels],
-      stages=[core.Stage(
-          STAGE, active=[weights_set(l) for l in labels],
-          supporting=[arch_set.name],
-          loss=il.summed_task_loss(losses,
-                                   task_weights(labels, train_tradeoff)))],
-      validation=core.Validation(
-          il.summed_task_loss(losses, task_weights(labels, val_tradeoff)),
-          {arch_set.name: 'minimize'}, data='val'))
+    param_sets=[arch_set] + [weight_set(weights_set(l)) for l in labels],
+    stages=[
+      core.Stage(
+        STAGE,
+        active=[weights_set(l) for l in labels],
+        supporting=[arch_set.name],
+        loss=il.summed_task_loss(losses, task_weights(labels, train_tradeoff)),
+      )
+    ],
+    validation=core.Validation(
+      il.summed_task_loss(losses, task_weights(labels, val_tradeoff)),
+      {arch_set.name: 'minimize'},
+      data='val',
+    ),
+  )
 
 
 def check_config(config) -> None:
@@ -72,18 +82,20 @@ def build(config) -> base.SkillSetup:
   per_epoch = il.steps_per_epoch(learners)
   weight_set, schedule = il.weight_sets(config, per_epoch)
   program = mtl_program(
-      labels, train_tradeoff=float(config.mtl.train_tradeoff),
-      val_tradeoff=float(config.mtl.val_tradeoff),
-      task_loss=lambda k, label: darts.classification_loss(
-          learners[k].net, weights=weights_set(label), alphas=ALPHAS,
-          stats=label),
-      weight_set=weight_set,
-      arch_set=darts.arch_param_set(ALPHAS, config.alphas_optim))
+    labels,
+    train_tradeoff=float(config.mtl.train_tradeoff),
+    val_tradeoff=float(config.mtl.val_tradeoff),
+    task_loss=lambda k, label: darts.classification_loss(
+      learners[k].net, weights=weights_set(label), alphas=ALPHAS, stats=label
+    ),
+    weight_set=weight_set,
+    arch_set=darts.arch_param_set(ALPHAS, config.alphas_optim),
+  )
 
   def init(key):
     encoder, heads, alphas, stats = il.init_task_nets(
-        [l.net for l in learners], key, learners[0].info.image_shape,
-        config.net.nodes)
+      [l.net for l in learners], key, learners[0].info.image_shape, config.net.nodes
+    )
     params, model_state = {ALPHAS: alphas}, {}
     for label, head in zip(labels, heads):
       params[weights_set(label)] = il.fresh_copy({**encoder, **head})
@@ -91,18 +103,26 @@ def build(config) -> base.SkillSetup:
     return params, model_state
 
   def batches_at(step):
-    return {STAGE: {l.label: l.train_stream.batch_at(step) for l in learners},
-            'val': {l.label: l.val_stream.batch_at(step) for l in learners}}
+    return {
+      STAGE: {l.label: l.train_stream.batch_at(step) for l in learners},
+      'val': {l.label: l.val_stream.batch_at(step) for l in learners},
+    }
 
   applies = [darts.eval_apply(l.net) for l in learners]
 
   def evaluate(state):
-    models = {label: {f'{label}_accuracy': (state.params[weights_set(label)],
-                                            state.model_state[label])}
-              for label in labels}
-    return il.task_accuracies(learners, models, state.params[ALPHAS], config,
-                              applies)
+    models = {
+      label: {f'{label}_accuracy': (state.params[weights_set(label)], state.model_state[label])}
+      for label in labels
+    }
+    return il.task_accuracies(learners, models, state.params[ALPHAS], config, applies)
 
-  return il.alphas_search_setup(config, program=program, init=init,
-                                batches_at=batches_at, per_epoch=per_epoch,
-                                schedule=schedule, evaluate=evaluate)
+  return il.alphas_search_setup(
+    config,
+    program=program,
+    init=init,
+    batches_at=batches_at,
+    per_epoch=per_epoch,
+    schedule=schedule,
+    evaluate=evaluate,
+  )

@@ -12,12 +12,11 @@ import jax.numpy as jnp
 import optax
 
 
-def per_epoch_cosine(lr: float, lr_min: float, epochs: int,
-                     steps_per_epoch: int) -> optax.Schedule:
+def per_epoch_cosine(lr: float, lr_min: float, epochs: int, steps_per_epoch: int) -> optax.Schedule:
   """lr_min + (lr - lr_min)(1 + cos(pi e / E)) / 2 with e the epoch index."""
   by_epoch = optax.cosine_decay_schedule(
-      init_value=lr, decay_steps=max(epochs, 1),
-      alpha=lr_min / lr if lr else 0.0)
+    init_value=lr, decay_steps=max(epochs, 1), alpha=lr_min / lr if lr else 0.0
+  )
 
   def schedule(step):
     return by_epoch(jnp.asarray(step) // steps_per_epoch)
@@ -25,8 +24,9 @@ def per_epoch_cosine(lr: float, lr_min: float, epochs: int,
   return schedule
 
 
-def sgd_recipe(schedule: optax.Schedule, *, momentum: float,
-               weight_decay: float, clip: float) -> optax.GradientTransformation:
+def sgd_recipe(
+  schedule: optax.Schedule, *, momentum: float, weight_decay: float, clip: float
+) -> optax.GradientTransformation:
   """torch order: clip the raw gradient, add wd * w, momentum, scale by lr."""
   parts = []
   if clip > 0:
@@ -37,8 +37,9 @@ def sgd_recipe(schedule: optax.Schedule, *, momentum: float,
   return optax.chain(*parts)
 
 
-def adam_recipe(lr: float, *, b1: float, b2: float,
-                weight_decay: float) -> optax.GradientTransformation:
+def adam_recipe(
+  lr: float, *, b1: float, b2: float, weight_decay: float
+) -> optax.GradientTransformation:
   """torch Adam with weight_decay: L2 added to the gradient before moments."""
   parts = []
   if weight_decay:

@@ -16,24 +16,31 @@ def _minmax_program(lr=0.05):
     return 0.5 * jnp.sum((p['w'] - p['up'] + p['down']) ** 2)
 
   def val(p, batch, ctx):
-    return jnp.sum(jnp.sin(p['w'] * batch) * p['up']) + jnp.sum(
-        (p['down'] - batch) ** 2)
+    return jnp.sum(jnp.sin(p['w'] * batch) * p['up']) + jnp.sum((p['down'] - batch) ** 2)
 
   return core.Program(
-      param_sets=[core.ParamSet('w', optax.sgd(0.1), unroll_lr=0.5),
-                  core.ParamSet('up', optax.sgd(lr)),
-                  core.ParamSet('down', optax.sgd(lr))],
-      stages=[core.Stage('train', active=['w'], supporting=['up', 'down'],
-                         loss=train)],
-      validation=core.Validation(val, {'up': 'maximize', 'down': 'minimize'}))
+    param_sets=[
+      core.ParamSet('w', optax.sgd(0.1), unroll_lr=0.5),
+      core.ParamSet('up', optax.sgd(lr)),
+      core.ParamSet('down', optax.sgd(lr)),
+    ],
+    stages=[core.Stage('train', active=['w'], supporting=['up', 'down'], loss=train)],
+    validation=core.Validation(val, {'up': 'maximize', 'down': 'minimize'}),
+  )
 
 
 def _val_objective(program, params, batches, method):
   # The objective each method climbs or descends (first order: at w, not w').
   _, metrics = core.hypergradient(
-      program, params=params, opt_states={}, model_state={},
-      step=jnp.int32(0), batches=batches, key=jax.random.PRNGKey(0),
-      method=method)
+    program,
+    params=params,
+    opt_states={},
+    model_state={},
+    step=jnp.int32(0),
+    batches=batches,
+    key=jax.random.PRNGKey(0),
+    method=method,
+  )
   return float(metrics['val/objective'])
 
 
@@ -41,8 +48,11 @@ def _val_objective(program, params, batches, method):
 def test_min_max_moves_maximized_set_uphill_and_minimized_downhill(method):
   program = _minmax_program()
   batches = {'train': None, 'val': jnp.array([0.3, -1.2, 2.0])}
-  params = {'w': jnp.array([0.5, 1.0, -0.4]), 'up': jnp.array([1.0, 0.2, 0.7]),
-            'down': jnp.array([0.1, 0.4, -0.3])}
+  params = {
+    'w': jnp.array([0.5, 1.0, -0.4]),
+    'up': jnp.array([1.0, 0.2, 0.7]),
+    'down': jnp.array([0.1, 0.4, -0.3]),
+  }
   state = core.init_state(program, params)
   step = core.make_step(program, method=method)
   new, _ = step(state, batches, jax.random.PRNGKey(0))
@@ -58,47 +68,55 @@ def _bn_program():
   # A loss with model state: a running mean updated by the training stage.
   def train(p, batch, ctx):
     mean = jnp.mean(batch)
-    new_stats = {'running_mean': 0.9 * ctx.model_state['running_mean'] +
-                 0.1 * mean}
-    return core.LossOutput(jnp.sum((p['w'] * batch - p['h']) ** 2),
-                           model_state=new_stats,
-                           metrics={'batch_mean': mean})
+    new_stats = {'running_mean': 0.9 * ctx.model_state['running_mean'] + 0.1 * mean}
+    return core.LossOutput(
+      jnp.sum((p['w'] * batch - p['h']) ** 2), model_state=new_stats, metrics={'batch_mean': mean}
+    )
 
   def val(p, batch, ctx):
     return jnp.sum((p['w'] * batch - 1.0) ** 2)
 
   return core.Program(
-      param_sets=[core.ParamSet('w', optax.sgd(0.01), unroll_lr=0.01),
-                  core.ParamSet('h', optax.adam(1e-3))],
-      stages=[core.Stage('train', active=['w'], supporting=['h'],
-                         loss=train)],
-      validation=core.Validation(val, {'h': 'minimize'}))
+    param_sets=[
+      core.ParamSet('w', optax.sgd(0.01), unroll_lr=0.01),
+      core.ParamSet('h', optax.adam(1e-3)),
+    ],
+    stages=[core.Stage('train', active=['w'], supporting=['h'], loss=train)],
+    validation=core.Validation(val, {'h': 'minimize'}),
+  )
 
 
 def test_model_state_flows_through_the_step_and_metrics_are_named():
   program = _bn_program()
-  state = core.init_state(program, {'w': jnp.ones(3), 'h': jnp.zeros(3)},
-                          model_state={'running_mean': jnp.float32(0.0)})
+  state = core.init_state(
+    program, {'w': jnp.ones(3), 'h': jnp.zeros(3)}, model_state={'running_mean': jnp.float32(0.0)}
+  )
   step = core.make_step(program, method='finite_difference')
   batches = {'train': jnp.full((3,), 2.0), 'val': jnp.ones(3)}
   state, metrics = step(state, batches, jax.random.PRNGKey(0))
   assert float(state.model_state['running_mean']) == pytest.approx(0.2)
   assert int(state.step) == 1
-  for name in ('train/loss', 'train/batch_mean', 'train/grad_norm/w',
-               'val/loss', 'val/objective', 'hypergrad/h/norm'):
+  for name in (
+    'train/loss',
+    'train/batch_mean',
+    'train/grad_norm/w',
+    'val/loss',
+    'val/objective',
+    'hypergrad/h/norm',
+  ):
     assert name in metrics, name
 
 
 def test_second_call_with_same_shapes_compiles_nothing():
   program = _bn_program()
-  state = core.init_state(program, {'w': jnp.ones(3), 'h': jnp.zeros(3)},
-                          model_state={'running_mean': jnp.float32(0.0)})
+  state = core.init_state(
+    program, {'w': jnp.ones(3), 'h': jnp.zeros(3)}, model_state={'running_mean': jnp.float32(0.0)}
+  )
   traces = []
 
   def counted(state, batches, key):
     traces.append(1)
-    return core.make_step(program, method='exact', jit=False)(state, batches,
-                                                              key)
+    return core.make_step(program, method='exact', jit=False)(state, batches, key)
 
   step = jax.jit(counted)
   batches = {'train': jnp.full((3,), 2.0), 'val': jnp.ones(3)}
@@ -113,8 +131,9 @@ def test_second_call_with_same_shapes_compiles_nothing():
 
 def test_stages_first_order_differs_from_validation_first():
   program = _bn_program()
-  init = core.init_state(program, {'w': jnp.ones(3), 'h': jnp.zeros(3)},
-                         model_state={'running_mean': jnp.float32(0.0)})
+  init = core.init_state(
+    program, {'w': jnp.ones(3), 'h': jnp.zeros(3)}, model_state={'running_mean': jnp.float32(0.0)}
+  )
   batches = {'train': jnp.array([2.0, 1.0, 0.5]), 'val': jnp.ones(3)}
   outs = {}
   for order in core.ORDERS:
@@ -134,11 +153,11 @@ def test_init_state_names_missing_sets():
 
 def test_real_stage_update_uses_the_optimizer():
   program = _bn_program()
-  state = core.init_state(program, {'w': jnp.ones(3), 'h': jnp.zeros(3)},
-                          model_state={'running_mean': jnp.float32(0.0)})
+  state = core.init_state(
+    program, {'w': jnp.ones(3), 'h': jnp.zeros(3)}, model_state={'running_mean': jnp.float32(0.0)}
+  )
   batches = {'train': jnp.full((3,), 2.0), 'val': jnp.ones(3)}
-  new, _ = core.make_step(program, method='first_order')(
-      state, batches, jax.random.PRNGKey(0))
+  new, _ = core.make_step(program, method='first_order')(state, batches, jax.random.PRNGKey(0))
   h = new.params['h']
-  grad_w = 2 * (1.0 * 2.0 - h) * 2.0   # d/dw of (w*x - h)^2 at w=1, x=2
+  grad_w = 2 * (1.0 * 2.0 - h) * 2.0  # d/dw of (w*x - h)^2 at w=1, x=2
   chex.assert_trees_all_close(new.params['w'], 1.0 - 0.01 * grad_w, rtol=1e-6)

@@ -14,8 +14,7 @@ XI = 0.05
 
 
 def _ridge_state(unroll_steps=1, log_lam=-1.0, w=None):
-  program = hpo_ridge.build_program(xi=XI, weight_lr=0.1, hyper_lr=0.01,
-                                    unroll_steps=unroll_steps)
+  program = hpo_ridge.build_program(xi=XI, weight_lr=0.1, hyper_lr=0.01, unroll_steps=unroll_steps)
   data = hpo_ridge.make_data(0, n_train=40, n_val=30, dim=5, noise=0.3)
   if w is None:
     w = 0.3 * jax.random.normal(jax.random.PRNGKey(1), (5,))
@@ -25,11 +24,18 @@ def _ridge_state(unroll_steps=1, log_lam=-1.0, w=None):
 
 def _hypergrad(program, state, data, method, **options):
   grads, metrics = jax.jit(
-      lambda s: core.hypergradient(
-          program, params=s.params, opt_states=s.opt_states,
-          model_state=s.model_state, step=s.step, batches=data,
-          key=jax.random.PRNGKey(0), method=method,
-          options=core.HypergradientOptions(**options)))(state)
+    lambda s: core.hypergradient(
+      program,
+      params=s.params,
+      opt_states=s.opt_states,
+      model_state=s.model_state,
+      step=s.step,
+      batches=data,
+      key=jax.random.PRNGKey(0),
+      method=method,
+      options=core.HypergradientOptions(**options),
+    )
+  )(state)
   return grads, metrics
 
 
@@ -41,11 +47,9 @@ def _rel(a, b):
 def test_ridge_exact_matches_closed_form(exact_mode):
   program, state, data = _ridge_state()
   truth = hpo_ridge.closed_form_unrolled(state.params, data, XI)
-  grads, metrics = _hypergrad(program, state, data, 'exact',
-                              exact_mode=exact_mode)
+  grads, metrics = _hypergrad(program, state, data, 'exact', exact_mode=exact_mode)
   assert _rel(grads['log_lam'], truth) < 1e-5
-  assert float(metrics['hypergrad/log_lam/norm']) == pytest.approx(
-      abs(float(truth)), rel=1e-5)
+  assert float(metrics['hypergrad/log_lam/norm']) == pytest.approx(abs(float(truth)), rel=1e-5)
 
 
 def test_ridge_finite_difference_matches_closed_form():
@@ -69,8 +73,9 @@ def test_ridge_implicit_matches_ift_closed_form_at_the_optimum(exact_mode):
   w_star, _ = hpo_ridge.ridge_solution(jnp.float32(h), data['train'])
   program, state, data = _ridge_state(log_lam=h, w=w_star)
   truth = hpo_ridge.closed_form_implicit(jnp.float32(h), data)
-  grads, _ = _hypergrad(program, state, data, 'implicit', neumann_steps=400,
-                        neumann_lr=0.2, exact_mode=exact_mode)
+  grads, _ = _hypergrad(
+    program, state, data, 'implicit', neumann_steps=400, neumann_lr=0.2, exact_mode=exact_mode
+  )
   assert _rel(grads['log_lam'], truth) < 1e-3
 
 
@@ -81,8 +86,7 @@ def test_multi_step_unroll_fd_and_exact_agree(steps):
   def by_hand(h):
     w = state.params['w']
     for _ in range(steps):
-      w = w - XI * jax.grad(hpo_ridge.train_loss)(
-          {'w': w, 'log_lam': h}, data['train'], None)['w']
+      w = w - XI * jax.grad(hpo_ridge.train_loss)({'w': w, 'log_lam': h}, data['train'], None)['w']
     return hpo_ridge.val_loss({'w': w}, data['val'], None)
 
   truth = jax.grad(by_hand)(state.params['log_lam'])
@@ -99,8 +103,7 @@ def _l1(p, batch, ctx):
 
 
 def _l2(p, batch, ctx):
-  return jnp.sum((p['b'] - jnp.sin(p['a'])) ** 2 * (1 + p['h2'] ** 2)) + \
-      jnp.sum(p['b'] * batch)
+  return jnp.sum((p['b'] - jnp.sin(p['a'])) ** 2 * (1 + p['h2'] ** 2)) + jnp.sum(p['b'] * batch)
 
 
 def _i2(p, batch, ctx):
@@ -108,8 +111,7 @@ def _i2(p, batch, ctx):
 
 
 def _l3(p, batch, ctx):
-  return jnp.sum((p['c'] - p['a'] * p['b']) ** 2) + jnp.sum(
-      jnp.cos(p['c'] * p['h1']))
+  return jnp.sum((p['c'] - p['a'] * p['b']) ** 2) + jnp.sum(jnp.cos(p['c'] * p['h1']))
 
 
 def _lval(p, batch, ctx):
@@ -117,24 +119,35 @@ def _lval(p, batch, ctx):
 
 
 def _chain_program(momentum=0.0, weight_decay=0.0, steps=1):
-  sets = [core.ParamSet(n, optax.sgd(0.05, momentum=0.9 if momentum else None),
-                        unroll_lr=xi, unroll_momentum=momentum,
-                        unroll_weight_decay=weight_decay)
-          for n, xi in (('a', 0.1), ('b', 0.2), ('c', 0.15))]
-  sets += [core.ParamSet('h1', optax.adam(1e-2)),
-           core.ParamSet('h2', optax.adam(1e-2))]
+  sets = [
+    core.ParamSet(
+      n,
+      optax.sgd(0.05, momentum=0.9 if momentum else None),
+      unroll_lr=xi,
+      unroll_momentum=momentum,
+      unroll_weight_decay=weight_decay,
+    )
+    for n, xi in (('a', 0.1), ('b', 0.2), ('c', 0.15))
+  ]
+  sets += [core.ParamSet('h1', optax.adam(1e-2)), core.ParamSet('h2', optax.adam(1e-2))]
   return core.Program(
-      param_sets=sets,
-      stages=[
-          core.Stage('s1', active=['a'], supporting=['h1'], loss=_l1,
-                     data='d1', unroll_steps=steps),
-          core.Stage('s2', active=['b'], supporting=['h2'], uses=['s1'],
-                     loss=_l2, interaction=_i2, gamma=0.7, data='d2'),
-          core.Stage('s3', active=['c'], supporting=['h1'], uses=['s1', 's2'],
-                     loss=_l3, data='d3'),
-      ],
-      validation=core.Validation(_lval, {'h1': 'minimize', 'h2': 'maximize'},
-                                 uses=['s2', 's3']))
+    param_sets=sets,
+    stages=[
+      core.Stage('s1', active=['a'], supporting=['h1'], loss=_l1, data='d1', unroll_steps=steps),
+      core.Stage(
+        's2',
+        active=['b'],
+        supporting=['h2'],
+        uses=['s1'],
+        loss=_l2,
+        interaction=_i2,
+        gamma=0.7,
+        data='d2',
+      ),
+      core.Stage('s3', active=['c'], supporting=['h1'], uses=['s1', 's2'], loss=_l3, data='d3'),
+    ],
+    validation=core.Validation(_lval, {'h1': 'minimize', 'h2': 'maximize'}, uses=['s2', 's3']),
+  )
 
 
 def _chain_inputs():
@@ -146,15 +159,18 @@ def _chain_inputs():
 
 
 def _hand_composed(params, batches, h1, h2):
-  grad = lambda fn, p, name: jax.grad(lambda x: fn({**p, name: x}, None,
-                                                   None))(p[name])
-  a = params['a'] - 0.1 * jax.grad(
-      lambda a: _l1({'a': a, 'h1': h1}, batches['d1'], None))(params['a'])
-  b = params['b'] - 0.2 * jax.grad(lambda b: _l2(
-      {'a': a, 'b': b, 'h2': h2}, batches['d2'], None) + 0.7 * _i2(
-          {'a': a, 'b': b}, None, None))(params['b'])
-  c = params['c'] - 0.15 * jax.grad(lambda c: _l3(
-      {'a': a, 'b': b, 'c': c, 'h1': h1}, batches['d3'], None))(params['c'])
+  grad = lambda fn, p, name: jax.grad(lambda x: fn({**p, name: x}, None, None))(p[name])
+  a = params['a'] - 0.1 * jax.grad(lambda a: _l1({'a': a, 'h1': h1}, batches['d1'], None))(
+    params['a']
+  )
+  b = params['b'] - 0.2 * jax.grad(
+    lambda b: (
+      _l2({'a': a, 'b': b, 'h2': h2}, batches['d2'], None) + 0.7 * _i2({'a': a, 'b': b}, None, None)
+    )
+  )(params['b'])
+  c = params['c'] - 0.15 * jax.grad(
+    lambda c: _l3({'a': a, 'b': b, 'c': c, 'h1': h1}, batches['d3'], None)
+  )(params['c'])
   del grad
   return _lval({'b': b, 'c': c, 'h2': h2}, batches['val'], None)
 
@@ -165,8 +181,7 @@ def test_three_stage_chain_exact_equals_hand_composed_grad(exact_mode):
   params, batches = _chain_inputs()
   state = core.init_state(program, params)
   grads, _ = _hypergrad(program, state, batches, 'exact', exact_mode=exact_mode)
-  t1, t2 = jax.grad(_hand_composed, argnums=(2, 3))(params, batches,
-                                                   params['h1'], params['h2'])
+  t1, t2 = jax.grad(_hand_composed, argnums=(2, 3))(params, batches, params['h1'], params['h2'])
   np.testing.assert_allclose(grads['h1'], t1, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(grads['h2'], t2, rtol=1e-5, atol=1e-6)
 
@@ -176,8 +191,9 @@ def _cosine(a, b):
   return float(a @ b / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
 
 
-@pytest.mark.parametrize('momentum, weight_decay, steps', [
-    (0.0, 0.0, 1), (0.9, 3e-2, 1), (0.9, 3e-2, 2)])
+@pytest.mark.parametrize(
+  'momentum, weight_decay, steps', [(0.0, 0.0, 1), (0.9, 3e-2, 1), (0.9, 3e-2, 2)]
+)
 def test_three_stage_chain_fd_matches_exact(momentum, weight_decay, steps):
   program = _chain_program(momentum, weight_decay, steps)
   params, batches = _chain_inputs()
@@ -193,8 +209,7 @@ def test_three_stage_chain_fd_matches_exact(momentum, weight_decay, steps):
     np.testing.assert_allclose(fd[n], exact[n], rtol=2e-3, atol=2e-4)
 
 
-@pytest.mark.parametrize('momentum, weight_decay, steps', [
-    (0.9, 3e-2, 1), (0.9, 3e-2, 3)])
+@pytest.mark.parametrize('momentum, weight_decay, steps', [(0.9, 3e-2, 1), (0.9, 3e-2, 3)])
 def test_three_stage_chain_exact_modes_agree(momentum, weight_decay, steps):
   """The forward-over-reverse sweep equals jax.grad through the unrolled
   steps, momentum buffer, weight decay, interaction and chains included."""
@@ -204,17 +219,18 @@ def test_three_stage_chain_exact_modes_agree(momentum, weight_decay, steps):
   step = core.make_step(program, method='first_order')
   state, _ = step(state, batches, jax.random.PRNGKey(0))
   state, _ = step(state, batches, jax.random.PRNGKey(1))
-  forward, _ = _hypergrad(program, state, batches, 'exact',
-                          exact_mode='forward_over_reverse')
-  reverse, _ = _hypergrad(program, state, batches, 'exact',
-                          exact_mode='reverse_over_reverse')
+  forward, _ = _hypergrad(program, state, batches, 'exact', exact_mode='forward_over_reverse')
+  reverse, _ = _hypergrad(program, state, batches, 'exact', exact_mode='reverse_over_reverse')
   for n in ('h1', 'h2'):
     np.testing.assert_allclose(forward[n], reverse[n], rtol=2e-5, atol=1e-6)
 
 
 def test_unknown_exact_mode_is_refused():
-  with pytest.raises(ValueError, match="exact_mode: 'sideways' is not allowed; "
-                     r"allowed: \('forward_over_reverse'"):
+  with pytest.raises(
+    ValueError,
+    match="exact_mode: 'sideways' is not allowed; "
+    r"allowed: \('forward_over_reverse'",
+  ):
     core.HypergradientOptions(exact_mode='sideways')
 
 
@@ -234,26 +250,36 @@ def test_two_stage_chain_implicit_matches_ift_at_the_optima(exact_mode):
   l2 = lambda p, b, c: 0.5 * p['b'] @ qm @ p['b'] - p['b'] @ (p['a'] + p['h2'])
   lval = lambda p, b, c: 0.5 * jnp.sum((p['b'] - t) ** 2)
   program = core.Program(
-      param_sets=[core.ParamSet('a', optax.sgd(0.1), unroll_lr=0.3),
-                  core.ParamSet('b', optax.sgd(0.1), unroll_lr=0.3),
-                  core.ParamSet('h1', optax.sgd(0.1)),
-                  core.ParamSet('h2', optax.sgd(0.1))],
-      stages=[core.Stage('s1', active=['a'], supporting=['h1'], loss=l1),
-              core.Stage('s2', active=['b'], supporting=['h2'], uses=['s1'],
-                         loss=l2)],
-      validation=core.Validation(lval, {'h1': 'minimize', 'h2': 'minimize'},
-                                 uses=['s2']))
+    param_sets=[
+      core.ParamSet('a', optax.sgd(0.1), unroll_lr=0.3),
+      core.ParamSet('b', optax.sgd(0.1), unroll_lr=0.3),
+      core.ParamSet('h1', optax.sgd(0.1)),
+      core.ParamSet('h2', optax.sgd(0.1)),
+    ],
+    stages=[
+      core.Stage('s1', active=['a'], supporting=['h1'], loss=l1),
+      core.Stage('s2', active=['b'], supporting=['h2'], uses=['s1'], loss=l2),
+    ],
+    validation=core.Validation(lval, {'h1': 'minimize', 'h2': 'minimize'}, uses=['s2']),
+  )
 
   def optima(h1, h2):
     a = jnp.linalg.solve(pm, h1)
     return a, jnp.linalg.solve(qm, a + h2)
 
-  truth = jax.grad(lambda h1, h2: 0.5 * jnp.sum((optima(h1, h2)[1] - t) ** 2),
-                   argnums=(0, 1))(h1, h2)
+  truth = jax.grad(lambda h1, h2: 0.5 * jnp.sum((optima(h1, h2)[1] - t) ** 2), argnums=(0, 1))(
+    h1, h2
+  )
   a, b = optima(h1, h2)
   state = core.init_state(program, {'a': a, 'b': b, 'h1': h1, 'h2': h2})
-  grads, _ = _hypergrad(program, state, {'s1': None, 's2': None, 'val': None},
-                        'implicit', neumann_steps=300, exact_mode=exact_mode)
+  grads, _ = _hypergrad(
+    program,
+    state,
+    {'s1': None, 's2': None, 'val': None},
+    'implicit',
+    neumann_steps=300,
+    exact_mode=exact_mode,
+  )
   np.testing.assert_allclose(grads['h1'], truth[0], rtol=1e-3, atol=1e-5)
   np.testing.assert_allclose(grads['h2'], truth[1], rtol=1e-3, atol=1e-5)
 
@@ -267,18 +293,21 @@ def test_implicit_counts_the_unroll_weight_decay_in_the_hessian(exact_mode):
   h, t = (jnp.asarray(rng.normal(size=3), jnp.float32) for _ in range(2))
   loss = lambda p, b, c: 0.5 * p['a'] @ pm @ p['a'] - p['a'] @ p['h']
   program = core.Program(
-      param_sets=[core.ParamSet('a', optax.sgd(0.1), unroll_lr=0.3,
-                                unroll_weight_decay=wd),
-                  core.ParamSet('h', optax.sgd(0.1))],
-      stages=[core.Stage('s', active=['a'], supporting=['h'], loss=loss)],
-      validation=core.Validation(
-          lambda p, b, c: 0.5 * jnp.sum((p['a'] - t) ** 2),
-          {'h': 'minimize'}, uses=['s']))
+    param_sets=[
+      core.ParamSet('a', optax.sgd(0.1), unroll_lr=0.3, unroll_weight_decay=wd),
+      core.ParamSet('h', optax.sgd(0.1)),
+    ],
+    stages=[core.Stage('s', active=['a'], supporting=['h'], loss=loss)],
+    validation=core.Validation(
+      lambda p, b, c: 0.5 * jnp.sum((p['a'] - t) ** 2), {'h': 'minimize'}, uses=['s']
+    ),
+  )
   optimum = lambda h: jnp.linalg.solve(pm + wd * jnp.eye(3), h)
   truth = jax.grad(lambda h: 0.5 * jnp.sum((optimum(h) - t) ** 2))(h)
   state = core.init_state(program, {'a': optimum(h), 'h': h})
-  grads, _ = _hypergrad(program, state, {'s': None, 'val': None}, 'implicit',
-                        neumann_steps=300, exact_mode=exact_mode)
+  grads, _ = _hypergrad(
+    program, state, {'s': None, 'val': None}, 'implicit', neumann_steps=300, exact_mode=exact_mode
+  )
   np.testing.assert_allclose(grads['h'], truth, rtol=1e-3, atol=1e-5)
   # By the IFT the answer is H^-1 (a* - t); H = P alone is far off.
   without_decay = jnp.linalg.solve(pm, optimum(h) - t)
@@ -288,7 +317,13 @@ def test_implicit_counts_the_unroll_weight_decay_in_the_hessian(exact_mode):
 def test_unknown_method_is_refused():
   program, state, data = _ridge_state()
   with pytest.raises(ValueError, match="hypergradient: unknown method 'magic'"):
-    core.hypergradient(program, params=state.params,
-                       opt_states=state.opt_states, model_state={},
-                       step=state.step, batches=data,
-                       key=jax.random.PRNGKey(0), method='magic')
+    core.hypergradient(
+      program,
+      params=state.params,
+      opt_states=state.opt_states,
+      model_state={},
+      step=state.step,
+      batches=data,
+      key=jax.random.PRNGKey(0),
+      method='magic',
+    )

@@ -16,29 +16,34 @@ from skillearn_jax.nas import conv
 
 # (size, channels, kernel, stride, padding, dilation, groups, out_channels)
 CASES = [
-    (8, 4, 3, 1, 1, 1, 1, 6),      # dense 3x3
-    (8, 4, 5, 2, 2, 1, 1, 4),      # dense strided
-    (7, 4, 3, 2, 1, 1, 1, 4),      # odd size, strided
-    (9, 3, 3, 2, 1, 1, 1, 5),      # stem-like
-    (8, 4, 3, 3, 1, 1, 1, 5),      # stride 3
-    (9, 4, 2, 1, 0, 1, 1, 3),      # even kernel, valid
-    (8, 4, 1, 2, 0, 1, 1, 6),      # 1x1 strided (FactorizedReduce)
-    (8, 4, 3, 1, 2, 2, 4, 4),      # depthwise dilated (polyphase)
-    (8, 4, 5, 2, 4, 2, 4, 4),      # depthwise dilated strided
-    (7, 4, 5, 1, 4, 2, 4, 4),      # odd size: dilated kernel
-    (8, 6, 5, 1, 2, 1, 6, 6),      # depthwise 5x5
-    (8, 6, 3, 2, 1, 1, 6, 6),      # depthwise strided
-    (7, 6, 3, 1, 2, 2, 6, 6),      # depthwise, odd, dilated
-    (8, 6, 1, 1, 0, 1, 6, 6),      # depthwise 1x1
+  (8, 4, 3, 1, 1, 1, 1, 6),  # dense 3x3
+  (8, 4, 5, 2, 2, 1, 1, 4),  # dense strided
+  (7, 4, 3, 2, 1, 1, 1, 4),  # odd size, strided
+  (9, 3, 3, 2, 1, 1, 1, 5),  # stem-like
+  (8, 4, 3, 3, 1, 1, 1, 5),  # stride 3
+  (9, 4, 2, 1, 0, 1, 1, 3),  # even kernel, valid
+  (8, 4, 1, 2, 0, 1, 1, 6),  # 1x1 strided (FactorizedReduce)
+  (8, 4, 3, 1, 2, 2, 4, 4),  # depthwise dilated (polyphase)
+  (8, 4, 5, 2, 4, 2, 4, 4),  # depthwise dilated strided
+  (7, 4, 5, 1, 4, 2, 4, 4),  # odd size: dilated kernel
+  (8, 6, 5, 1, 2, 1, 6, 6),  # depthwise 5x5
+  (8, 6, 3, 2, 1, 1, 6, 6),  # depthwise strided
+  (7, 6, 3, 1, 2, 2, 6, 6),  # depthwise, odd, dilated
+  (8, 6, 1, 1, 0, 1, 6, 6),  # depthwise 1x1
 ]
 
 
 def lax_conv2d(x, kernel, stride=1, padding=0, dilation=1, groups=1):
   """The truth conv2d is checked against (also the plain network's in test_search_network)."""
   return lax.conv_general_dilated(
-      x, kernel, (stride, stride), ((padding, padding), (padding, padding)),
-      rhs_dilation=(dilation, dilation),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
+    x,
+    kernel,
+    (stride, stride),
+    ((padding, padding), (padding, padding)),
+    rhs_dilation=(dilation, dilation),
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    feature_group_count=groups,
+  )
 
 
 def _derivatives(fn):
@@ -46,7 +51,7 @@ def _derivatives(fn):
 
   def second(x, k):
     gx, gk = first(x, k)
-    return jnp.sum(gx ** 2) + jnp.sum(jnp.cos(gk))
+    return jnp.sum(gx**2) + jnp.sum(jnp.cos(gk))
 
   def forward_over_reverse(x, k):
     tangents = (jnp.cos(x), jnp.sin(k))
@@ -55,8 +60,7 @@ def _derivatives(fn):
   def batched(x, k):  # two copies of the inputs, the second scaled
     return jax.vmap(fn)(jnp.stack([x, 2 * x]), jnp.stack([k, -k]))
 
-  return (fn, first, jax.grad(second, argnums=(0, 1)), forward_over_reverse,
-          batched)
+  return (fn, first, jax.grad(second, argnums=(0, 1)), forward_over_reverse, batched)
 
 
 @pytest.mark.parametrize('case', CASES, ids=str)
@@ -70,8 +74,7 @@ def test_matches_lax_conv_to_second_order(case):
     ours = _derivatives(lambda x, w: conv.conv2d(x, w, *args))
     truth = _derivatives(lambda x, w: lax_conv2d(x, w, *args))
     for mine, ref in zip(ours, truth):
-      for a, b in zip(jax.tree.leaves(mine(x, kernel)),
-                      jax.tree.leaves(ref(x, kernel))):
+      for a, b in zip(jax.tree.leaves(mine(x, kernel)), jax.tree.leaves(ref(x, kernel))):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
 
 
@@ -111,14 +114,15 @@ def test_scanned_backward_avoids_the_slow_weight_gradient_form(order, groups):
     def loss(ks, x):
       def body(y, k):
         return jnp.tanh(conv_fn(y, k)), None
+
       return jnp.sum(lax.scan(body, x, ks)[0] ** 2)
+
     if order == 1:
       return loss
     if order == 2:
       return lambda ks, x: jnp.sum(jax.grad(loss)(ks, x) ** 2)
     # the gradient's directional derivative along ks, reduced to a scalar
-    return lambda ks, x: jnp.sum(jax.jvp(
-        lambda ks: jax.grad(loss)(ks, x), (ks,), (ks,))[1] ** 2)
+    return lambda ks, x: jnp.sum(jax.jvp(lambda ks: jax.grad(loss)(ks, x), (ks,), (ks,))[1] ** 2)
 
   def body_labels(conv_fn):
     step = jax.jit(jax.grad(loss_with(conv_fn)))

@@ -14,28 +14,30 @@ from skillearn_jax import core
 from skillearn_jax.run import checkpoints
 
 # The DARTS optimizers: weights clip + decay + SGD momentum, alphas Adam.
-WEIGHTS_OPT = optax.chain(optax.clip_by_global_norm(5.0),
-                          optax.add_decayed_weights(3e-4),
-                          optax.sgd(0.025, momentum=0.9))
+WEIGHTS_OPT = optax.chain(
+  optax.clip_by_global_norm(5.0), optax.add_decayed_weights(3e-4), optax.sgd(0.025, momentum=0.9)
+)
 ALPHAS_OPT = optax.adamw(3e-4, b1=0.5, b2=0.999, weight_decay=1e-3)
 
 
 def _state(seed: int) -> core.ProgramState:
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
-  params = {'weights': {'conv': jax.random.normal(k1, (3, 3, 2, 4)),
-                        'bias': jnp.zeros(4)},
-            'alphas': jax.random.normal(k2, (5, 8)) * 1e-3}
-  opt_states = {'weights': WEIGHTS_OPT.init(params['weights']),
-                'alphas': ALPHAS_OPT.init(params['alphas'])}
+  params = {
+    'weights': {'conv': jax.random.normal(k1, (3, 3, 2, 4)), 'bias': jnp.zeros(4)},
+    'alphas': jax.random.normal(k2, (5, 8)) * 1e-3,
+  }
+  opt_states = {
+    'weights': WEIGHTS_OPT.init(params['weights']),
+    'alphas': ALPHAS_OPT.init(params['alphas']),
+  }
   # Move the optimizer states off their zeros so the round trip means something.
   grads = jax.tree_util.tree_map(jnp.ones_like, params)
   for name, opt in (('weights', WEIGHTS_OPT), ('alphas', ALPHAS_OPT)):
-    _, opt_states[name] = opt.update(grads[name], opt_states[name],
-                                     params[name])
-  model_state = {'batch_stats': {'mean': jax.random.uniform(k3, (4,)),
-                                 'var': jnp.ones(4)}}
-  return core.ProgramState(step=jnp.int32(seed), params=params,
-                           opt_states=opt_states, model_state=model_state)
+    _, opt_states[name] = opt.update(grads[name], opt_states[name], params[name])
+  model_state = {'batch_stats': {'mean': jax.random.uniform(k3, (4,)), 'var': jnp.ones(4)}}
+  return core.ProgramState(
+    step=jnp.int32(seed), params=params, opt_states=opt_states, model_state=model_state
+  )
 
 
 def _assert_same(a, b):
@@ -47,8 +49,11 @@ def _assert_same(a, b):
 
 def test_round_trip_is_bit_exact_and_keeps_optax_types(tmp_path):
   state = _state(7)
-  extra = {'epoch': np.int64(3), 'history': [{'val/loss': np.float32(0.5)}],
-           'best': jnp.float32(0.25)}
+  extra = {
+    'epoch': np.int64(3),
+    'history': [{'val/loss': np.float32(0.5)}],
+    'best': jnp.float32(0.25),
+  }
   with checkpoints.Checkpointer(str(tmp_path)) as ckpt:
     assert ckpt.save(7, state, extra)
     restored, restored_extra = ckpt.restore(_state(0))
@@ -59,22 +64,20 @@ def test_round_trip_is_bit_exact_and_keeps_optax_types(tmp_path):
   assert isinstance(restored.opt_states['weights'][0], optax.EmptyState)
   adam = restored.opt_states['alphas'][0]
   assert isinstance(adam, optax.ScaleByAdamState) and int(adam.count) == 1
-  assert restored_extra == {'epoch': 3, 'history': [{'val/loss': 0.5}],
-                            'best': 0.25}
+  assert restored_extra == {'epoch': 3, 'history': [{'val/loss': 0.5}], 'best': 0.25}
   # The restored optimizer states continue exactly like the originals.
   grads = jax.tree_util.tree_map(jnp.ones_like, state.params['alphas'])
   chex.assert_trees_all_equal(
-      ALPHAS_OPT.update(grads, restored.opt_states['alphas'],
-                        restored.params['alphas']),
-      ALPHAS_OPT.update(grads, state.opt_states['alphas'],
-                        state.params['alphas']))
+    ALPHAS_OPT.update(grads, restored.opt_states['alphas'], restored.params['alphas']),
+    ALPHAS_OPT.update(grads, state.opt_states['alphas'], state.params['alphas']),
+  )
 
 
 def test_restore_into_abstract_template(tmp_path):
   state = _state(3)
   abstract = jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                     sharding=x.sharding), state)
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+  )
   with checkpoints.Checkpointer(str(tmp_path)) as ckpt:
     ckpt.save(3, state, {})
     restored, extra = ckpt.restore(abstract)

@@ -10,8 +10,7 @@ import pytest
 
 from skillearn_jax.run import compilation_cache
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SCRIPT = textwrap.dedent('''
     import json, sys
@@ -40,11 +39,16 @@ SCRIPT = textwrap.dedent('''
 
 def _run(home, cache_dir, mode='on'):
   env = dict(os.environ, HOME=str(home), JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
-  proc = subprocess.run([sys.executable, '-c', SCRIPT, cache_dir, mode],
-                        env=env, capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, '-c', SCRIPT, cache_dir, mode],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')][-1]
-  return json.loads(line[len('RESULT '):])
+  return json.loads(line[len('RESULT ') :])
 
 
 def _entries(directory):
@@ -59,7 +63,7 @@ def test_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
   assert written, 'no cache entry was written'
   second = _run(tmp_path, '~/.cache/xla')
   assert second['hits'] >= 1
-  assert _entries(cache) == written   # nothing new had to be compiled
+  assert _entries(cache) == written  # nothing new had to be compiled
 
 
 def test_empty_directory_turns_the_cache_off(tmp_path):

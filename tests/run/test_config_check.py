@@ -14,9 +14,11 @@ def _nested(**values):
 
 
 def test_one_of_names_field_value_and_allowed_set():
-  with pytest.raises(config_check.ConfigError,
-                     match=r"config.block.kind: 'c' is not allowed; "
-                     r"allowed: \('a', 'b'\)"):
+  with pytest.raises(
+    config_check.ConfigError,
+    match=r"config.block.kind: 'c' is not allowed; "
+    r"allowed: \('a', 'b'\)",
+  ):
     config_check.one_of(_nested(kind='c'), 'block.kind', ('a', 'b'))
   config_check.one_of(_nested(kind='b'), 'block.kind', ('a', 'b'))
 
@@ -24,50 +26,59 @@ def test_one_of_names_field_value_and_allowed_set():
 def test_positive_bounds_and_meaning():
   config_check.positive(_nested(x=0.5), 'block.x')
   config_check.positive(_nested(x=0), 'block.x', allow_zero=True)
-  with pytest.raises(config_check.ConfigError,
-                     match=r'config.block.x: 0 is not allowed; must be > 0$'):
+  with pytest.raises(
+    config_check.ConfigError, match=r'config.block.x: 0 is not allowed; must be > 0$'
+  ):
     config_check.positive(_nested(x=0), 'block.x')
-  with pytest.raises(config_check.ConfigError,
-                     match=r'config.block.clip: -5.0 is not allowed; must be '
-                     r'>= 0 \(0 turns clipping off\)'):
-    config_check.positive(_nested(clip=-5.0), 'block.clip', allow_zero=True,
-                          meaning='0 turns clipping off')
+  with pytest.raises(
+    config_check.ConfigError,
+    match=r'config.block.clip: -5.0 is not allowed; must be '
+    r'>= 0 \(0 turns clipping off\)',
+  ):
+    config_check.positive(
+      _nested(clip=-5.0), 'block.clip', allow_zero=True, meaning='0 turns clipping off'
+    )
 
 
-@pytest.mark.parametrize('value,ok', [(0.0, True), (0.999, True),
-                                      (1.0, False), (-0.1, False)])
+@pytest.mark.parametrize('value,ok', [(0.0, True), (0.999, True), (1.0, False), (-0.1, False)])
 def test_in_unit_interval(value, ok):
   config = _nested(b1=value)
   if ok:
     config_check.in_unit_interval(config, 'block.b1')
   else:
-    with pytest.raises(config_check.ConfigError,
-                       match=r'config.block.b1: .* must lie in \[0, 1\)'):
+    with pytest.raises(config_check.ConfigError, match=r'config.block.b1: .* must lie in \[0, 1\)'):
       config_check.in_unit_interval(config, 'block.b1')
 
 
-@pytest.mark.parametrize('get_config', [
-    lambda: darts_config.get_config('quick'),
-    lambda: eval_cifar.get_config('quick')])
+@pytest.mark.parametrize(
+  'get_config', [lambda: darts_config.get_config('quick'), lambda: eval_cifar.get_config('quick')]
+)
 def test_a_negative_seed_is_refused_for_every_skill(get_config):
   config = get_config()
-  config_check.check(config)     # the shipped config passes
+  config_check.check(config)  # the shipped config passes
   config.seed = -1
-  with pytest.raises(config_check.ConfigError,
-                     match='config.seed: -1 is not allowed; must be >= 0'):
+  with pytest.raises(
+    config_check.ConfigError, match='config.seed: -1 is not allowed; must be >= 0'
+  ):
     config_check.check(config)
 
 
-@pytest.mark.parametrize('get_config,mode,allowed', [
+@pytest.mark.parametrize(
+  'get_config,mode,allowed',
+  [
     (lambda: darts_config.get_config('quick'), 'evaluate', 'search'),
     (lambda: hpo_ridge.get_config('quick'), 'evaluate', 'search'),
-    (lambda: eval_cifar.get_config('quick'), 'search', 'evaluate')])
+    (lambda: eval_cifar.get_config('quick'), 'search', 'evaluate'),
+  ],
+)
 def test_each_skill_runs_in_its_own_mode(get_config, mode, allowed):
   config = get_config()
   config.mode = mode
-  with pytest.raises(config_check.ConfigError,
-                     match=rf"config.mode: '{mode}' is not allowed with skill "
-                     rf"'{config.skill}'; allowed: \('{allowed}',\)"):
+  with pytest.raises(
+    config_check.ConfigError,
+    match=rf"config.mode: '{mode}' is not allowed with skill "
+    rf"'{config.skill}'; allowed: \('{allowed}',\)",
+  ):
     config_check.check(config)
 
 
@@ -75,8 +86,10 @@ def test_an_unknown_exact_mode_is_refused():
   config = darts_config.get_config('exact')
   config_check.check(config)
   config.exact_mode = 'sideways'
-  with pytest.raises(config_check.ConfigError,
-                     match=r"config.exact_mode: 'sideways' is not allowed; "
-                     r"allowed: \('forward_over_reverse', "
-                     r"'reverse_over_reverse'\)"):
+  with pytest.raises(
+    config_check.ConfigError,
+    match=r"config.exact_mode: 'sideways' is not allowed; "
+    r"allowed: \('forward_over_reverse', "
+    r"'reverse_over_reverse'\)",
+  ):
     config_check.check(config)

@@ -21,8 +21,11 @@ from skillearn_jax.run import writers
 
 # One node per cell: identity, separable conv, pooling and a strided skip, compiled fast.
 TINY = genotypes.Genotype(
-    normal=[('skip_connect', 0), ('sep_conv_3x3', 1)], normal_concat=[2],
-    reduce=[('max_pool_3x3', 0), ('skip_connect', 1)], reduce_concat=[2])
+  normal=[('skip_connect', 0), ('sep_conv_3x3', 1)],
+  normal_concat=[2],
+  reduce=[('max_pool_3x3', 0), ('skip_connect', 1)],
+  reduce_concat=[2],
+)
 STEPS_PER_EPOCH = 4
 
 
@@ -37,22 +40,33 @@ def tiny(tmp_path_factory):
 
   def make(**overrides):
     config = eval_cifar.get_config('quick')
-    config.update_from_flattened_dict({
-        'genotype': genotype_file, 'net.layers': 2, 'net.channels': 4,
-        'data.batch_size': 8, 'data.train_examples': 8 * STEPS_PER_EPOCH,
-        'data.eval_examples': 50, 'data.eval_batch_size': 20, 'num_epochs': 2,
-        'log_every_steps': 1, 'checkpoint_every_steps': 100,
-        'compilation_cache_dir': cache})
+    config.update_from_flattened_dict(
+      {
+        'genotype': genotype_file,
+        'net.layers': 2,
+        'net.channels': 4,
+        'data.batch_size': 8,
+        'data.train_examples': 8 * STEPS_PER_EPOCH,
+        'data.eval_examples': 50,
+        'data.eval_batch_size': 20,
+        'num_epochs': 2,
+        'log_every_steps': 1,
+        'checkpoint_every_steps': 100,
+        'compilation_cache_dir': cache,
+      }
+    )
     config.update_from_flattened_dict(overrides)
     return config
 
   yield make
-  compilation_cache.enable('')   # leave the process as other tests expect it
+  compilation_cache.enable('')  # leave the process as other tests expect it
 
 
 def _rows(workdir):
   rows = writers.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
-  return [{k: v for k, v in r.items() if k not in ('step_seconds', 'examples_per_second')} for r in rows]
+  return [
+    {k: v for k, v in r.items() if k not in ('step_seconds', 'examples_per_second')} for r in rows
+  ]
 
 
 def _summary(workdir):
@@ -60,7 +74,7 @@ def _summary(workdir):
     summary = json.load(f)
   summary['final_metrics'].pop('step_seconds')
   summary['final_metrics'].pop('examples_per_second', None)
-  summary.pop('compile')   # this process's compile times
+  summary.pop('compile')  # this process's compile times
   return summary
 
 
@@ -72,8 +86,15 @@ def full_run(tmp_path_factory, tiny):
 
 
 def test_run_leaves_outputs_of_the_evaluated_genotype(full_run):
-  for name in ('config.json', 'genotype.json', 'metrics.jsonl', 'summary.json',
-               'plots/learning_curves.png', 'plots/cell_normal.png', 'plots/cell_reduce.png'):
+  for name in (
+    'config.json',
+    'genotype.json',
+    'metrics.jsonl',
+    'summary.json',
+    'plots/learning_curves.png',
+    'plots/cell_normal.png',
+    'plots/cell_reduce.png',
+  ):
     assert os.path.exists(os.path.join(full_run, name)), name
   assert genotypes.load_genotype(os.path.join(full_run, 'genotype.json')) == TINY
   assert checkpoints.Checkpointer(os.path.join(full_run, 'checkpoints')).latest_step() == 8
@@ -97,19 +118,19 @@ def test_run_leaves_outputs_of_the_evaluated_genotype(full_run):
   assert compiled['first_step']['wall_s'] >= compiled['first_step']['xla_s']
 
 
-def test_stopped_and_resumed_run_equals_uninterrupted(full_run, tiny, tmp_path,
-                                                      releaser_events):
+def test_stopped_and_resumed_run_equals_uninterrupted(full_run, tiny, tmp_path, releaser_events):
   split = str(tmp_path / 'split')
-  runner.run(tiny(max_steps=3), split)                    # stops mid-epoch 1
+  runner.run(tiny(max_steps=3), split)  # stops mid-epoch 1
   # compiler memory: while the model is built, and through step 1
   assert releaser_events == ['start', 'stop', 'start', 'stop', 'stop']
-  assert 'test/accuracy' in _rows(split)[-1]              # a stopped run still reports
+  assert 'test/accuracy' in _rows(split)[-1]  # a stopped run still reports
   assert checkpoints.Checkpointer(os.path.join(split, 'checkpoints')).latest_step() == 3
-  runner.run(tiny(), split)                               # same command: resumes
+  runner.run(tiny(), split)  # same command: resumes
   assert _summary(split) == _summary(full_run)
   # The stopped run's final report at step 3 stays in its log; every other line agrees.
-  assert ([r for r in _rows(split) if r['step'] != 3] ==
-          [r for r in _rows(full_run) if r['step'] != 3])
+  assert [r for r in _rows(split) if r['step'] != 3] == [
+    r for r in _rows(full_run) if r['step'] != 3
+  ]
 
 
 def test_recipes_hold_the_published_numbers():
@@ -123,11 +144,13 @@ def test_recipes_hold_the_published_numbers():
   assert cifar.genotype == 'DARTS_V2'
   assert eval_cifar.get_config('cifar100').data.name == 'cifar100'
   imagenet = eval_imagenet.get_config()
-  assert (imagenet.net.network, imagenet.net.layers, imagenet.net.channels) == (
-      'imagenet', 14, 48)
+  assert (imagenet.net.network, imagenet.net.layers, imagenet.net.channels) == ('imagenet', 14, 48)
   assert (imagenet.num_epochs, imagenet.data.batch_size) == (250, 128)
   assert (imagenet.optim.schedule, imagenet.optim.lr, imagenet.optim.decay_rate) == (
-      'exponential', 0.1, 0.97)
+    'exponential',
+    0.1,
+    0.97,
+  )
   assert (imagenet.optim.weight_decay, imagenet.optim.clip) == (3e-5, 5.0)
   assert (imagenet.label_smoothing, imagenet.net.auxiliary_weight) == (0.1, 0.4)
   assert imagenet.data.color_jitter
@@ -136,14 +159,17 @@ def test_recipes_hold_the_published_numbers():
 def test_learning_rate_schedules_step_once_per_epoch():
   spe = 10
   cosine = evaluate.learning_rate_schedule(eval_cifar.get_config().optim, spe, 600)
-  for epoch, expected in ((0, 0.025), (150, 0.025 * (1 + math.cos(math.pi / 4)) / 2),
-                          (300, 0.0125), (600, 0.0)):
+  for epoch, expected in (
+    (0, 0.025),
+    (150, 0.025 * (1 + math.cos(math.pi / 4)) / 2),
+    (300, 0.0125),
+    (600, 0.0),
+  ):
     for step in (epoch * spe, epoch * spe + spe - 1):
       assert float(cosine(step)) == pytest.approx(expected, abs=1e-8), (epoch, step)
   exponential = evaluate.learning_rate_schedule(eval_imagenet.get_config().optim, spe, 250)
   for epoch in (0, 1, 10, 100):
-    assert float(exponential(epoch * spe + spe // 2)) == pytest.approx(0.1 * 0.97 ** epoch,
-                                                                       rel=1e-5)
+    assert float(exponential(epoch * spe + spe // 2)) == pytest.approx(0.1 * 0.97**epoch, rel=1e-5)
 
 
 def test_drop_path_ramps_linearly_with_the_epoch():
@@ -152,7 +178,7 @@ def test_drop_path_ramps_linearly_with_the_epoch():
   assert prob(10) == pytest.approx(0.2 / 600)
   assert prob(3000) == pytest.approx(0.1)
   assert prob(5999) == pytest.approx(0.2 * 599 / 600)
-  assert float(prob(jnp.asarray(3005))) == pytest.approx(0.1)   # traced in the step
+  assert float(prob(jnp.asarray(3005))) == pytest.approx(0.1)  # traced in the step
 
 
 def test_label_smoothing_loss_by_hand():
@@ -164,15 +190,19 @@ def test_label_smoothing_loss_by_hand():
   first = log_z[0] - (1 - eps + eps / 3) * 2.0
   second = log_z[1] - (eps / 3 * 1.0 + (1 - eps + eps / 3) * -1.0)
   assert float(evaluate.classification_loss(logits, labels, eps)) == pytest.approx(
-      (first + second) / 2, rel=1e-6)
+    (first + second) / 2, rel=1e-6
+  )
   assert float(evaluate.classification_loss(logits, labels)) == pytest.approx(
-      (log_z[0] - 2.0 + log_z[1] + 1.0) / 2, rel=1e-6)
+    (log_z[0] - 2.0 + log_z[1] + 1.0) / 2, rel=1e-6
+  )
 
 
 def test_bad_genotype_name_fails_before_anything_runs(tmp_path, tiny):
   workdir = tmp_path / 'bad'
-  with pytest.raises(config_check.ConfigError,
-                     match=r"config.genotype: unknown genotype 'DARTS_V9'.*DARTS_V2.*PDARTS"):
+  with pytest.raises(
+    config_check.ConfigError,
+    match=r"config.genotype: unknown genotype 'DARTS_V9'.*DARTS_V2.*PDARTS",
+  ):
     runner.run(tiny(genotype='DARTS_V9'), str(workdir))
   assert not workdir.exists()
 
@@ -187,10 +217,19 @@ def test_networks_too_big_for_the_images_are_refused(tiny, tmp_path):
 
 
 def test_cifar10_on_tfds_mock_data_with_the_auxiliary_head(tmp_path, tiny):
-  config = tiny(max_steps=1, **{
-      'data.name': 'cifar10', 'data.data_dir': str(tmp_path / 'tfds'),
-      'data.batch_size': 4, 'data.eval_examples': 8, 'data.eval_batch_size': 8,
-      'data.cutout_length': 16, 'net.auxiliary_weight': 0.4, 'net.layers': 1})
+  config = tiny(
+    max_steps=1,
+    **{
+      'data.name': 'cifar10',
+      'data.data_dir': str(tmp_path / 'tfds'),
+      'data.batch_size': 4,
+      'data.eval_examples': 8,
+      'data.eval_batch_size': 8,
+      'data.cutout_length': 16,
+      'net.auxiliary_weight': 0.4,
+      'net.layers': 1,
+    },
+  )
   with tfds.testing.mock_data(num_examples=16):
     summary = runner.run(config, str(tmp_path / 'run'))
   final = summary['final_metrics']

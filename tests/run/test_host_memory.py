@@ -49,7 +49,7 @@ def test_releaser_returns_freed_heap_pages_while_the_body_runs():
   with host_memory.Releaser(interval_s=0.05):
     deadline = time.monotonic() + 5
     while held - _resident_mb() < 150 and time.monotonic() < deadline:
-      time.sleep(0.05)   # the body never calls release itself
+      time.sleep(0.05)  # the body never calls release itself
     after = _resident_mb()
   del pin
   assert held > allocated - 50, (allocated, held)
@@ -64,8 +64,7 @@ def _count_releases(monkeypatch) -> list:
 
 
 def _releaser_threads() -> list:
-  return [t for t in threading.enumerate()
-          if t.name == 'skillearn-heap-release']
+  return [t for t in threading.enumerate() if t.name == 'skillearn-heap-release']
 
 
 def test_releaser_releases_periodically_then_once_when_stopped(monkeypatch):
@@ -79,7 +78,7 @@ def test_releaser_releases_periodically_then_once_when_stopped(monkeypatch):
   after_stop = len(calls)
   assert not _releaser_threads()
   time.sleep(0.1)
-  releaser.stop()                 # a second stop does nothing
+  releaser.stop()  # a second stop does nothing
   assert len(calls) == after_stop
 
 
@@ -87,7 +86,7 @@ def test_releaser_as_context_manager_releases_once_on_exit(monkeypatch):
   calls = _count_releases(monkeypatch)
   with host_memory.Releaser(interval_s=60) as releaser:
     assert len(_releaser_threads()) == 1
-    assert not calls              # the first periodic release is 60 s away
+    assert not calls  # the first periodic release is 60 s away
   assert calls == [1] and not _releaser_threads()
   releaser.stop()
   assert calls == [1]
@@ -123,31 +122,40 @@ class _Symbols:
       setattr(self, name, object())
 
 
-@pytest.mark.parametrize('names,expected', [
+@pytest.mark.parametrize(
+  'names,expected',
+  [
     (('malloc_trim',), 'glibc'),
-    (('malloc_trim', 'mallctl'), 'jemalloc'),   # jemalloc preloaded on glibc
-    ((), 'other')])
+    (('malloc_trim', 'mallctl'), 'jemalloc'),  # jemalloc preloaded on glibc
+    ((), 'other'),
+  ],
+)
 def test_allocator_names_the_malloc_in_use(monkeypatch, names, expected):
   symbols = _Symbols(*names)
   monkeypatch.setattr(host_memory, '_process_symbols', lambda: symbols)
-  monkeypatch.setattr(host_memory, '_glibc', lambda: (
-      symbols if hasattr(symbols, 'malloc_trim') else None))
+  monkeypatch.setattr(
+    host_memory, '_glibc', lambda: symbols if hasattr(symbols, 'malloc_trim') else None
+  )
   assert host_memory.allocator() == expected
 
 
 # Debian/Ubuntu's libjemalloc2 and Fedora's jemalloc
-_JEMALLOC = (glob.glob('/usr/lib/*-linux-gnu/libjemalloc.so.2') +
-             glob.glob('/usr/lib64/libjemalloc.so.2'))
+_JEMALLOC = glob.glob('/usr/lib/*-linux-gnu/libjemalloc.so.2') + glob.glob(
+  '/usr/lib64/libjemalloc.so.2'
+)
 
 
 @pytest.mark.skipif(not _JEMALLOC, reason='jemalloc is not installed')
 def test_allocator_sees_a_preloaded_jemalloc():
-  code = ('from skillearn_jax.run import host_memory; '
-          'print(host_memory.allocator())')
+  code = 'from skillearn_jax.run import host_memory; print(host_memory.allocator())'
   # the child imports the package from this checkout, whatever the cwd
   root = os.path.dirname(os.path.dirname(os.path.dirname(host_memory.__file__)))
   run = lambda env: subprocess.run(
-      [sys.executable, '-c', code], capture_output=True, text=True, check=True,
-      env={**os.environ, 'PYTHONPATH': root, **env}).stdout.strip()
+    [sys.executable, '-c', code],
+    capture_output=True,
+    text=True,
+    check=True,
+    env={**os.environ, 'PYTHONPATH': root, **env},
+  ).stdout.strip()
   assert run({'LD_PRELOAD': _JEMALLOC[0]}) == 'jemalloc'
   assert run({'LD_PRELOAD': ''}) == host_memory.allocator() == 'glibc'

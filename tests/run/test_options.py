@@ -9,5 +9,4 @@ def test_hypergradient_options_carry_the_config_fields():
   config.fd_epsilon, config.neumann_steps = 0.003, 7
   config.exact_mode = 'reverse_over_reverse'
   got = options.hypergradient_options(config)
-  assert (got.fd_epsilon, got.neumann_steps, got.exact_mode) == (
-      0.003, 7, 'reverse_over_reverse')
+  assert (got.fd_epsilon, got.neumann_steps, got.exact_mode) == (0.003, 7, 'reverse_over_reverse')

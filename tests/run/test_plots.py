@@ -13,29 +13,37 @@ from skillearn_jax.run import writers
 def _write_log(workdir, steps=60):
   with writers.MetricWriter(str(workdir), tensorboard=False) as writer:
     for step in range(1, steps + 1):
-      metrics = {'train/loss': 2.3 * math.exp(-step / 20),
-                 'train/accuracy': 1 - math.exp(-step / 15),
-                 'lr/weights': 0.025 * (1 + math.cos(math.pi * step / steps)) / 2
-                               + 1e-3,
-                 'train/grad_norm/weights': 5.0 / step,
-                 'hypergrad/alphas/norm': 0.1 / math.sqrt(step),
-                 'val/objective': 1.0}
-      if step % 10 == 0:   # evaluated less often than trained
-        metrics.update({'val/loss': 2.5 * math.exp(-step / 25),
-                        'val/accuracy': 0.9 * (1 - math.exp(-step / 20))})
+      metrics = {
+        'train/loss': 2.3 * math.exp(-step / 20),
+        'train/accuracy': 1 - math.exp(-step / 15),
+        'lr/weights': 0.025 * (1 + math.cos(math.pi * step / steps)) / 2 + 1e-3,
+        'train/grad_norm/weights': 5.0 / step,
+        'hypergrad/alphas/norm': 0.1 / math.sqrt(step),
+        'val/objective': 1.0,
+      }
+      if step % 10 == 0:  # evaluated less often than trained
+        metrics.update(
+          {'val/loss': 2.5 * math.exp(-step / 25), 'val/accuracy': 0.9 * (1 - math.exp(-step / 20))}
+        )
       writer.write(step, {k: np.float32(v) for k, v in metrics.items()})
   return str(workdir / 'metrics.jsonl')
 
 
 def test_families_group_metrics_by_name():
-  grouped = plots.series_by_family([
+  grouped = plots.series_by_family(
+    [
       {'step': 1, 'train/loss': 1.0, 'lr/weights': 0.1, 'other': 3.0},
-      {'step': 2, 'train/loss': 0.5, 'val/loss': 0.7,
-       'hypergrad/alphas/norm': 0.2, 'schedule/learning_rate': 0.01}])
-  assert grouped['losses'] == {'train/loss': ([1, 2], [1.0, 0.5]),
-                               'val/loss': ([2], [0.7])}
-  assert sorted(grouped['learning rates']) == ['lr/weights',
-                                               'schedule/learning_rate']
+      {
+        'step': 2,
+        'train/loss': 0.5,
+        'val/loss': 0.7,
+        'hypergrad/alphas/norm': 0.2,
+        'schedule/learning_rate': 0.01,
+      },
+    ]
+  )
+  assert grouped['losses'] == {'train/loss': ([1, 2], [1.0, 0.5]), 'val/loss': ([2], [0.7])}
+  assert sorted(grouped['learning rates']) == ['lr/weights', 'schedule/learning_rate']
   assert list(grouped['hypergradient norms']) == ['hypergrad/alphas/norm']
   assert 'accuracies' not in grouped
 
@@ -43,14 +51,18 @@ def test_families_group_metrics_by_name():
 def test_plot_writes_a_png_with_one_panel_per_family(tmp_path):
   out = tmp_path / 'curves.png'
   titles = plots.plot_learning_curves(_write_log(tmp_path), str(out))
-  assert titles == ['losses', 'accuracies', 'learning rates', 'gradient norms',
-                    'hypergradient norms']
+  assert titles == [
+    'losses',
+    'accuracies',
+    'learning rates',
+    'gradient norms',
+    'hypergradient norms',
+  ]
   assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   image = matplotlib.image.imread(str(out))
   assert image.shape[:2] == (3 * 380, 2 * 640)
   # Curves were drawn: many distinct colours, not a blank canvas.
-  colours = np.unique((image[..., :3] * 255).astype(np.uint8).reshape(-1, 3),
-                      axis=0)
+  colours = np.unique((image[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
   assert len(colours) > 100
 
 

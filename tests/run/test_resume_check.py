@@ -23,19 +23,22 @@ def _config(**overrides):
 
 
 def test_differences_name_nested_and_absent_fields_and_skip_allowed_ones():
-  stored = {'seed': 0, 'data': {'batch_size': 64, 'data_dir': '/a'},
-            'max_steps': 5, 'old': 1}
-  given = {'seed': 0, 'data': {'batch_size': 32, 'data_dir': '/b'},
-           'max_steps': -1, 'new': [1, 2]}
+  stored = {'seed': 0, 'data': {'batch_size': 64, 'data_dir': '/a'}, 'max_steps': 5, 'old': 1}
+  given = {'seed': 0, 'data': {'batch_size': 32, 'data_dir': '/b'}, 'max_steps': -1, 'new': [1, 2]}
   assert resume_check.differences(stored, given) == [
-      'data.batch_size: 64 -> 32', "new: '<absent>' -> [1, 2]",
-      "old: 1 -> '<absent>'"]
+    'data.batch_size: 64 -> 32',
+    "new: '<absent>' -> [1, 2]",
+    "old: 1 -> '<absent>'",
+  ]
   assert resume_check.differences(stored, stored) == []
   # how exact hypergradients are computed changes no result; a workdir
   # written before the field existed resumes too
-  assert resume_check.differences(
-      {'exact_mode': 'reverse_over_reverse'},
-      {'exact_mode': 'forward_over_reverse'}) == []
+  assert (
+    resume_check.differences(
+      {'exact_mode': 'reverse_over_reverse'}, {'exact_mode': 'forward_over_reverse'}
+    )
+    == []
+  )
   assert resume_check.differences({}, {'exact_mode': 'forward_over_reverse'}) == []
 
 
@@ -51,13 +54,14 @@ def test_resuming_under_another_seed_is_refused_unless_allowed(tmp_path):
   runner.run(_config(max_steps=2), workdir)
   # Going further, logging more often: the same run.
   runner.run(_config(max_steps=3, log_every_steps=1), workdir)
-  assert checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints')
-                                  ).latest_step() == 3
-  with pytest.raises(config_check.ConfigError,
-                     match=r'(?s)holds checkpoints of another config.*'
-                     r'seed: 0 -> 1.*allow_config_change=True'):
+  assert checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints')).latest_step() == 3
+  with pytest.raises(
+    config_check.ConfigError,
+    match=r'(?s)holds checkpoints of another config.*'
+    r'seed: 0 -> 1.*allow_config_change=True',
+  ):
     runner.run(_config(seed=1), workdir)
   with open(os.path.join(workdir, 'config.json')) as f:
-    assert json.load(f)['seed'] == 0            # left as it was
+    assert json.load(f)['seed'] == 0  # left as it was
   summary = runner.run(_config(seed=1, allow_config_change=True), workdir)
   assert summary['steps'] > 3

@@ -33,7 +33,9 @@ def _config(**overrides):
 
 def _metrics(workdir):
   rows = writers.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
-  return [{k: v for k, v in r.items() if k not in ('step_seconds', 'examples_per_second')} for r in rows]
+  return [
+    {k: v for k, v in r.items() if k not in ('step_seconds', 'examples_per_second')} for r in rows
+  ]
 
 
 def _summary(workdir):
@@ -41,33 +43,29 @@ def _summary(workdir):
     s = json.load(f)
   s['final_metrics'].pop('step_seconds')
   s['final_metrics'].pop('examples_per_second', None)
-  s.pop('compile')   # this process's compile times
+  s.pop('compile')  # this process's compile times
   return s
 
 
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
   full, split = str(tmp_path / 'full'), str(tmp_path / 'split')
   runner.run(_config(), full)
-  runner.run(_config(max_steps=5), split)     # stops after step 5
-  assert checkpoints.Checkpointer(os.path.join(split, 'checkpoints')
-                                  ).latest_step() == 5
-  runner.run(_config(), split)                # same command: resumes
+  runner.run(_config(max_steps=5), split)  # stops after step 5
+  assert checkpoints.Checkpointer(os.path.join(split, 'checkpoints')).latest_step() == 5
+  runner.run(_config(), split)  # same command: resumes
   assert _summary(split) == _summary(full)
   assert _metrics(split) == _metrics(full)
-  for name in ('config.json', 'metrics.jsonl', 'summary.json',
-               'plots/learning_curves.png'):
+  for name in ('config.json', 'metrics.jsonl', 'summary.json', 'plots/learning_curves.png'):
     assert os.path.exists(os.path.join(full, name)), name
 
 
-def test_compiler_memory_is_released_while_init_and_first_step_compile(
-    tmp_path, releaser_events):
+def test_compiler_memory_is_released_while_init_and_first_step_compile(tmp_path, releaser_events):
   runner.run(_config(max_steps=3), str(tmp_path / 'run'))
   # init: start, stop; first step: start, stop after step 1, stop at the end
   assert releaser_events == ['start', 'stop', 'start', 'stop', 'stop']
 
 
-def test_prints_and_records_what_init_and_first_step_compiled(tmp_path,
-                                                           capsys):
+def test_prints_and_records_what_init_and_first_step_compiled(tmp_path, capsys):
   workdir = str(tmp_path / 'run')
   runner.run(_config(max_steps=3), workdir)
   lines = capsys.readouterr().out.splitlines()
@@ -78,7 +76,7 @@ def test_prints_and_records_what_init_and_first_step_compiled(tmp_path,
   assert any(l.startswith('Compiling the training step') for l in lines)
   with open(os.path.join(workdir, 'summary.json')) as f:
     compiled = json.load(f)['compile']
-  assert compiled['first_step']['trace_s'] > 0   # a new step function traces
+  assert compiled['first_step']['trace_s'] > 0  # a new step function traces
   assert compiled['first_step']['wall_s'] >= compiled['first_step']['trace_s']
   # Nothing left to run: the model is built, no step compiles.
   runner.run(_config(max_steps=3), workdir)
@@ -100,8 +98,7 @@ def test_same_seed_repeats_and_other_seed_differs(tmp_path):
 def test_non_finite_loss_stops_naming_step_stage_and_quantity(tmp_path):
   workdir = str(tmp_path / 'nan')
   config = _config(**{'ridge.weight_lr': 5.0, 'num_epochs': 60})
-  with pytest.raises(search.NonFiniteError,
-                     match=r"at step \d+: stage '\w+', quantity '[\w/ ]+'"):
+  with pytest.raises(search.NonFiniteError, match=r"at step \d+: stage '\w+', quantity '[\w/ ]+'"):
     runner.run(config, workdir)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
   last = ckpt.latest_step()
@@ -115,18 +112,21 @@ def test_non_finite_loss_stops_naming_step_stage_and_quantity(tmp_path):
 
 def test_a_mid_epoch_snapshot_is_replaced_at_the_epochs_end():
   history = search.record_snapshot([], 1, 3, 'a')
-  stopped = search.record_snapshot(history, 2, 4, 'b')    # max_steps=4
+  stopped = search.record_snapshot(history, 2, 4, 'b')  # max_steps=4
   assert [h['step'] for h in stopped] == [3, 4]
-  resumed = search.record_snapshot(stopped, 2, 6, 'c')    # the epoch's end
-  assert resumed == [{'epoch': 1, 'step': 3, 'describe': 'a'},
-                     {'epoch': 2, 'step': 6, 'describe': 'c'}]
-  assert [h['step'] for h in stopped] == [3, 4]           # not mutated
+  resumed = search.record_snapshot(stopped, 2, 6, 'c')  # the epoch's end
+  assert resumed == [
+    {'epoch': 1, 'step': 3, 'describe': 'a'},
+    {'epoch': 2, 'step': 6, 'describe': 'c'},
+  ]
+  assert [h['step'] for h in stopped] == [3, 4]  # not mutated
 
 
 def test_check_finite_names_hypergradients_as_validation_stage():
-  with pytest.raises(search.NonFiniteError,
-                     match="step 3: stage 'validation', quantity "
-                     "'hypergradient of alphas/norm'"):
+  with pytest.raises(
+    search.NonFiniteError,
+    match="step 3: stage 'validation', quantity 'hypergradient of alphas/norm'",
+  ):
     search.check_finite(3, {'hypergrad/alphas/norm': float('nan')})
 
 

@@ -40,7 +40,7 @@ def _read(workdir, name):
 
 def _final(workdir):
   final = dict(_read(workdir, 'summary.json')['final_metrics'])
-  final.pop('step_seconds')   # timings differ between runs
+  final.pop('step_seconds')  # timings differ between runs
   final.pop('examples_per_second')
   return final
 
@@ -59,10 +59,17 @@ def runs(tmp_path_factory):
 
 def test_search_writes_every_output(runs):
   full, _ = runs
-  for name in ('config.json', 'metrics.jsonl', 'summary.json',
-               'genotype.json', 'plots/learning_curves.png',
-               'plots/cell_normal.png', 'plots/cell_reduce.png',
-               'plots/alpha_normal.png', 'plots/alpha_reduce.png'):
+  for name in (
+    'config.json',
+    'metrics.jsonl',
+    'summary.json',
+    'genotype.json',
+    'plots/learning_curves.png',
+    'plots/cell_normal.png',
+    'plots/cell_reduce.png',
+    'plots/alpha_normal.png',
+    'plots/alpha_reduce.png',
+  ):
     assert os.path.getsize(os.path.join(full, name)) > 0, name
   assert os.listdir(os.path.join(full, 'tensorboard'))
   summary = _read(full, 'summary.json')
@@ -84,5 +91,4 @@ def test_resumed_search_ends_like_an_uninterrupted_one(runs):
   assert _history(split) == _history(full)
   assert _read(split, 'genotype.json') == _read(full, 'genotype.json')
   assert _final(split) == _final(full)
-  assert _read(split, 'summary.json')['describe'] == _read(
-      full, 'summary.json')['describe']
+  assert _read(split, 'summary.json')['describe'] == _read(full, 'summary.json')['describe']

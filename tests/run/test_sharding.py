@@ -13,8 +13,7 @@ import pytest
 
 from skillearn_jax.run import sharding
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Run in fresh processes: the device count is fixed when jax starts.
 PROGRAM = textwrap.dedent('''
@@ -97,12 +96,15 @@ TWO_DEVICE_SCRIPT = PROGRAM + textwrap.dedent('''
 
 # Two processes with one device each, as two hosts would run: each process
 # feeds the whole batch, or its own half of it.
-TWO_PROCESS_SCRIPT = textwrap.dedent('''
+TWO_PROCESS_SCRIPT = (
+  textwrap.dedent('''
     import sys
     import jax
     jax.distributed.initialize(sys.argv[1], num_processes=2,
                                process_id=int(sys.argv[2]))
-''') + PROGRAM + textwrap.dedent('''
+''')
+  + PROGRAM
+  + textwrap.dedent('''
     half = 4 * jax.process_index()
     mine = lambda b: jax.tree_util.tree_map(lambda a: a[half:half + 4], b)
     mesh = sharding.make_mesh()
@@ -116,19 +118,25 @@ TWO_PROCESS_SCRIPT = textwrap.dedent('''
     if jax.process_index() == 0:
       print('RESULT ' + json.dumps(out))
 ''')
+)
 
 
 def _result(stdout):
   line = [l for l in stdout.splitlines() if l.startswith('RESULT ')][-1]
-  return json.loads(line[len('RESULT '):])
+  return json.loads(line[len('RESULT ') :])
 
 
 @pytest.fixture(scope='module')
 def two_devices():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
-             JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
-  proc = subprocess.run([sys.executable, '-c', TWO_DEVICE_SCRIPT], env=env,
-                        capture_output=True, text=True, timeout=120)
+  env = dict(
+    os.environ,
+    XLA_FLAGS='--xla_force_host_platform_device_count=2',
+    JAX_PLATFORMS='cpu',
+    PYTHONPATH=REPO,
+  )
+  proc = subprocess.run(
+    [sys.executable, '-c', TWO_DEVICE_SCRIPT], env=env, capture_output=True, text=True, timeout=120
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return _result(proc.stdout)
 
@@ -140,10 +148,16 @@ def two_processes():
     port = s.getsockname()[1]
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
   env.pop('XLA_FLAGS', None)
-  procs = [subprocess.Popen(
+  procs = [
+    subprocess.Popen(
       [sys.executable, '-c', TWO_PROCESS_SCRIPT, f'localhost:{port}', str(i)],
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outputs = [p.communicate(timeout=120) for p in procs]
   for p, (_, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-3000:]
@@ -163,10 +177,9 @@ def test_two_device_steps_match_one_device(two_devices):
   np.testing.assert_allclose(two_losses, one_losses, rtol=1e-5, atol=1e-5)
   for a, b in zip(two_state, one_state):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-  assert two_spec == []   # state stays replicated
+  assert two_spec == []  # state stays replicated
   # Numpy batches handed straight to the step are split on the way in.
-  np.testing.assert_allclose(two_devices['two_host_batches'][0], two_losses,
-                             rtol=1e-6)
+  np.testing.assert_allclose(two_devices['two_host_batches'][0], two_losses, rtol=1e-6)
   # The losses moved: three real steps were taken.
   assert two_losses[0][0] != two_losses[-1][0]
 
@@ -175,24 +188,27 @@ def test_two_device_steps_match_one_device(two_devices):
 def test_two_processes_match_one_process(two_devices, two_processes, feed):
   assert two_processes['processes'] == 2 and two_processes['devices'] == 2
   losses, state, spec = two_processes[feed]
-  np.testing.assert_allclose(losses, two_devices['one'][0], rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(losses, two_devices['one'][0], rtol=1e-5, atol=1e-5)
   for a, b in zip(state, two_devices['one'][1]):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
   assert spec == []
   # The global batch must split over both processes' devices.
-  assert "field ['x'] has 3 examples, not divisible by the 2 devices of the " \
-      'data-parallel mesh' in two_processes['error']
+  assert (
+    "field ['x'] has 3 examples, not divisible by the 2 devices of the "
+    'data-parallel mesh' in two_processes['error']
+  )
 
 
 def test_indivisible_batch_names_the_config_field(two_devices):
   assert two_devices['error'] == (
-      "config.data.batch_size: batch field ['train'] has 7 examples, not "
-      'divisible by the 2 devices of the data-parallel mesh; use a batch size '
-      'that is a multiple of 2')
+    "config.data.batch_size: batch field ['train'] has 7 examples, not "
+    'divisible by the 2 devices of the data-parallel mesh; use a batch size '
+    'that is a multiple of 2'
+  )
   assert two_devices['error_per_process'].startswith(
-      'config.data.batch_size: batch field [0] has 5 examples, not divisible '
-      'by the 2 devices of this process')
+    'config.data.batch_size: batch field [0] has 5 examples, not divisible '
+    'by the 2 devices of this process'
+  )
 
 
 def test_single_device_mesh_in_process():

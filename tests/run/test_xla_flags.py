@@ -67,9 +67,14 @@ np.savez(sys.argv[1], *[np.asarray(g) for g in jax.tree_util.tree_leaves(grads)]
 
 def _supernet_gradients(path, xla_flags_value):
   env = dict(os.environ, XLA_FLAGS=xla_flags_value)
-  proc = subprocess.run([sys.executable, '-c', GRADIENT_SCRIPT, str(path)],
-                        env=env, capture_output=True, text=True, timeout=300,
-                        cwd=ROOT)
+  proc = subprocess.run(
+    [sys.executable, '-c', GRADIENT_SCRIPT, str(path)],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=ROOT,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   with np.load(path) as arrays:
     return [arrays[k] for k in sorted(arrays.files, key=lambda k: int(k[4:]))]
@@ -80,9 +85,11 @@ def test_the_defaults_leave_the_supernets_gradients_unchanged(tmp_path):
   # options holding only a key XLA ignores (an empty value is handed to
   # LLVM's flag parser, which refuses it), so apply_defaults (a flag the
   # user set wins) adds neither; the YNNPACK setting is ours in both runs.
-  xla_own = ('--xla_cpu_experimental_ynn_fusion_type= '
-             '--xla_cpu_opt_preset=CPU_OPT_PRESET_DEFAULT '
-             '--xla_backend_extra_options=xla_cpu_no_option')
+  xla_own = (
+    '--xla_cpu_experimental_ynn_fusion_type= '
+    '--xla_cpu_opt_preset=CPU_OPT_PRESET_DEFAULT '
+    '--xla_backend_extra_options=xla_cpu_no_option'
+  )
   ours = _supernet_gradients(tmp_path / 'ours.npz', '')
   plain = _supernet_gradients(tmp_path / 'plain.npz', xla_own)
   assert len(ours) == len(plain) > 10

@@ -31,19 +31,22 @@ def _smooth_loss(k, stage):
     z = batch['x'] @ params[encoder]['w']
     features = mix[0] * jnp.tanh(z) + mix[1] * jnp.sin(z)
     logits = features @ params[head]['classifier']
-    return optax.softmax_cross_entropy_with_integer_labels(
-        logits, batch['y']).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch['y']).mean()
 
   return loss
 
 
 def _smooth_program(labels=LABELS, rounds=2, momentum=0.0):
   return il.il_program(
-      labels, rounds, LAM, learner_loss=_smooth_loss,
-      weight_set=lambda name: core.ParamSet(
-          name, optax.sgd(XI, momentum=momentum or None), unroll_lr=XI,
-          unroll_momentum=momentum),
-      arch_set=core.ParamSet('alphas', optax.adam(1e-2)))
+    labels,
+    rounds,
+    LAM,
+    learner_loss=_smooth_loss,
+    weight_set=lambda name: core.ParamSet(
+      name, optax.sgd(XI, momentum=momentum or None), unroll_lr=XI, unroll_momentum=momentum
+    ),
+    arch_set=core.ParamSet('alphas', optax.adam(1e-2)),
+  )
 
 
 def _smooth_state(program, labels=LABELS, rounds=2):
@@ -52,10 +55,10 @@ def _smooth_state(program, labels=LABELS, rounds=2):
   for i, stage in enumerate(il.stage_order(labels, rounds)):
     label = labels[i % len(labels)]
     # Distinct encoders per stage so every interaction term is non-zero.
-    params[il.encoder_set(stage)] = {
-        'w': jax.random.normal(jax.random.fold_in(key, i), (4, 3))}
-    params[il.head_set(stage)] = {'classifier': jax.random.normal(
-        jax.random.fold_in(key, 100 + i), (3, CLASSES[label]))}
+    params[il.encoder_set(stage)] = {'w': jax.random.normal(jax.random.fold_in(key, i), (4, 3))}
+    params[il.head_set(stage)] = {
+      'classifier': jax.random.normal(jax.random.fold_in(key, 100 + i), (3, CLASSES[label]))
+    }
   return core.init_state(program, params)
 
 
@@ -63,8 +66,10 @@ def _smooth_batches(labels=LABELS):
   rng = np.random.default_rng(0)
 
   def batch(label):
-    return {'x': rng.normal(size=(6, 4)).astype(np.float32),
-            'y': rng.integers(0, CLASSES[label], 6).astype(np.int32)}
+    return {
+      'x': rng.normal(size=(6, 4)).astype(np.float32),
+      'y': rng.integers(0, CLASSES[label], 6).astype(np.int32),
+    }
 
   batches = {f'train/{l}': batch(l) for l in labels}
   batches['val'] = {l: batch(l) for l in labels}
@@ -72,18 +77,35 @@ def _smooth_batches(labels=LABELS):
 
 
 def _hypergrad(program, state, batches, method):
-  grads, _ = jax.jit(lambda s: core.hypergradient(
-      program, params=s.params, opt_states=s.opt_states,
-      model_state=s.model_state, step=s.step, batches=batches,
-      key=jax.random.PRNGKey(0), method=method))(state)
+  grads, _ = jax.jit(
+    lambda s: core.hypergradient(
+      program,
+      params=s.params,
+      opt_states=s.opt_states,
+      model_state=s.model_state,
+      step=s.step,
+      batches=batches,
+      key=jax.random.PRNGKey(0),
+      method=method,
+    )
+  )(state)
   return grads['alphas']
 
 
 def test_stages_follow_the_interleaving_order_and_chain():
   program = _smooth_program(('a', 'b', 'c'), rounds=3)
   names = [s.name for s in program.stages]
-  assert names == ['round1/a', 'round1/b', 'round1/c', 'round2/a', 'round2/b',
-                   'round2/c', 'round3/a', 'round3/b', 'round3/c']
+  assert names == [
+    'round1/a',
+    'round1/b',
+    'round1/c',
+    'round2/a',
+    'round2/b',
+    'round2/c',
+    'round3/a',
+    'round3/b',
+    'round3/c',
+  ]
   first = program.stages[0]
   assert tuple(first.uses) == () and first.interaction is None
   for previous, stage in zip(program.stages, program.stages[1:]):
@@ -91,8 +113,7 @@ def test_stages_follow_the_interleaving_order_and_chain():
     assert tuple(stage.uses) == (previous.name,)
     assert stage.gamma == LAM
   for stage in program.stages:
-    assert tuple(stage.active) == (f'{stage.name}/encoder',
-                                   f'{stage.name}/head')
+    assert tuple(stage.active) == (f'{stage.name}/encoder', f'{stage.name}/head')
     assert tuple(stage.supporting) == ('alphas',)
     assert stage.data_key == f'train/{stage.name.split("/")[1]}'
   assert program.validation_uses == ('round3/a', 'round3/b', 'round3/c')
@@ -103,8 +124,10 @@ def test_stages_follow_the_interleaving_order_and_chain():
 def test_interaction_is_the_squared_distance_to_the_previous_encoder():
   program = _smooth_program()
   stage = program.stage('round2/a')
-  params = {'round2/a/encoder': {'w': jnp.ones((2, 2)), 'v': jnp.zeros(3)},
-            'round1/b/encoder': {'w': jnp.zeros((2, 2)), 'v': jnp.full(3, 2.)}}
+  params = {
+    'round2/a/encoder': {'w': jnp.ones((2, 2)), 'v': jnp.zeros(3)},
+    'round1/b/encoder': {'w': jnp.zeros((2, 2)), 'v': jnp.full(3, 2.0)},
+  }
   # 4 * 1^2 + 3 * 2^2
   assert float(stage.interaction(params, None, None)) == pytest.approx(16.0)
 
@@ -121,14 +144,16 @@ def _paper_hypergradient(state, batches, labels=LABELS, rounds=2):
       label = labels[i % len(labels)]
       enc, head = il.encoder_set(stage), il.head_set(stage)
       loss = lambda w, h, label=label, stage=stage: _smooth_loss(0, stage)(
-          {'alphas': alphas, il.encoder_set(stage): w, il.head_set(stage): h},
-          batches[f'train/{label}'], None)
+        {'alphas': alphas, il.encoder_set(stage): w, il.head_set(stage): h},
+        batches[f'train/{label}'],
+        None,
+      )
       g_w, g_h = jax.grad(loss, argnums=(0, 1))(p[enc], p[head])
       w_bar = jax.tree_util.tree_map(lambda w, g: w - XI * g, p[enc], g_w)
-      if previous is not None:   # Eq. 7: - 2 xi lambda (W - W_bar_prev)
+      if previous is not None:  # Eq. 7: - 2 xi lambda (W - W_bar_prev)
         w_bar = jax.tree_util.tree_map(
-            lambda wb, w, wp: wb - 2 * XI * LAM * (w - wp), w_bar, p[enc],
-            previous)
+          lambda wb, w, wp: wb - 2 * XI * LAM * (w - wp), w_bar, p[enc], previous
+        )
       h_bar = jax.tree_util.tree_map(lambda h, g: h - XI * g, p[head], g_h)
       solved[stage] = (w_bar, h_bar)
       previous = w_bar
@@ -137,8 +162,10 @@ def _paper_hypergradient(state, batches, labels=LABELS, rounds=2):
       stage = il.stage_name(rounds, label)
       w_bar, h_bar = solved[stage]
       total += _smooth_loss(0, stage)(
-          {'alphas': alphas, il.encoder_set(stage): w_bar,
-           il.head_set(stage): h_bar}, batches['val'][label], None)
+        {'alphas': alphas, il.encoder_set(stage): w_bar, il.head_set(stage): h_bar},
+        batches['val'][label],
+        None,
+      )
     return total
 
   return jax.grad(val)(p['alphas'])
@@ -149,12 +176,10 @@ def test_exact_hypergradient_is_the_papers_unrolled_chain():
   state = _smooth_state(program)
   batches = _smooth_batches()
   ours = _hypergrad(program, state, batches, 'exact')
-  np.testing.assert_allclose(ours, _paper_hypergradient(state, batches),
-                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(ours, _paper_hypergradient(state, batches), rtol=1e-4, atol=1e-6)
   # The chain matters: dropping the unroll (first order) gives another value.
   first = _hypergrad(program, state, batches, 'first_order')
-  assert float(jnp.linalg.norm(first - ours)) > 1e-3 * float(
-      jnp.linalg.norm(ours))
+  assert float(jnp.linalg.norm(first - ours)) > 1e-3 * float(jnp.linalg.norm(ours))
 
 
 def test_exact_and_finite_difference_agree_through_the_chain():
@@ -162,8 +187,7 @@ def test_exact_and_finite_difference_agree_through_the_chain():
   state = _smooth_state(program)
   batches = _smooth_batches()
   # One real step so the momentum buffers the unroll reads are non-zero.
-  state, _ = core.make_step(program, method='first_order')(
-      state, batches, jax.random.PRNGKey(1))
+  state, _ = core.make_step(program, method='first_order')(state, batches, jax.random.PRNGKey(1))
   exact = _hypergrad(program, state, batches, 'exact')
   fd = _hypergrad(program, state, batches, 'finite_difference')
   cosine = float(exact @ fd / (jnp.linalg.norm(exact) * jnp.linalg.norm(fd)))
@@ -171,37 +195,41 @@ def test_exact_and_finite_difference_agree_through_the_chain():
   np.testing.assert_allclose(fd, exact, rtol=2e-2, atol=1e-5)
 
 
-@pytest.mark.parametrize('field, value, message', [
+@pytest.mark.parametrize(
+  'field, value, message',
+  [
     ('tasks', 'digits_a', 'at least 2'),
     ('tasks', 'digits_a,mnist', "unknown task 'mnist'"),
     ('rounds', 0, 'must be > 0'),
     ('lam', -1.0, 'must be >= 0'),
-])
+  ],
+)
 def test_config_errors_name_the_field(field, value, message):
   c = il_darts.get_config('quick')
   c.il[field] = value
-  with pytest.raises(config_check.ConfigError,
-                     match=f'config.il.{field}.*{message}'):
+  with pytest.raises(config_check.ConfigError, match=f'config.il.{field}.*{message}'):
     config_check.check(c)
 
 
 def test_finite_differences_on_an_amplifying_chain_are_warned_about():
-  paper = il_darts.get_config('')           # finite differences, lam = 100
+  paper = il_darts.get_config('')  # finite differences, lam = 100
   warning = il.chain_amplification_warning(paper, num_learners=2)
   assert 'each of the 4 stages' in warning and '= -4,' in warning
   assert 'hypergradient=exact' in warning
   assert il.chain_amplification_warning(il_darts.get_config('exact'), 2) is None
-  paper.il.lam = 10.0                       # 1 - 2 * 0.025 * 10 = 0.5
+  paper.il.lam = 10.0  # 1 - 2 * 0.025 * 10 = 0.5
   assert il.chain_amplification_warning(paper, 2) is None
   paper.il.lam, paper.il.rounds = 100.0, 1
-  assert il.chain_amplification_warning(paper, 1) is None   # no chain
+  assert il.chain_amplification_warning(paper, 1) is None  # no chain
 
 
 def test_tasks_accept_tuples_and_repeated_tasks_get_numbered_labels():
-  assert il.parse_tasks(('cifar10', 'cifar100'), 'il.tasks') == (
-      'cifar10', 'cifar100')
+  assert il.parse_tasks(('cifar10', 'cifar100'), 'il.tasks') == ('cifar10', 'cifar100')
   assert il.learner_labels(('digits_a', 'digits_b', 'digits_a')) == (
-      'digits_a_1', 'digits_b', 'digits_a_2')
+    'digits_a_1',
+    'digits_b',
+    'digits_a_2',
+  )
 
 
 def test_paper_defaults():
@@ -210,34 +238,39 @@ def test_paper_defaults():
   assert (c.il.rounds, c.il.lam) == (2, 100.0)
   assert c.hypergradient == 'finite_difference'
   assert (c.net.layers, c.net.channels) == (8, 16)
-  assert (c.weights_optim.lr, c.weights_optim.momentum,
-          c.weights_optim.weight_decay) == (0.025, 0.9, 3e-4)
+  assert (c.weights_optim.lr, c.weights_optim.momentum, c.weights_optim.weight_decay) == (
+    0.025,
+    0.9,
+    3e-4,
+  )
   assert (c.alphas_optim.lr, c.alphas_optim.weight_decay) == (3e-4, 1e-3)
   assert (c.data.batch_size, c.num_epochs) == (64, 50)
 
 
 def test_one_real_step_on_a_tiny_supernet():
   c = il_darts.get_config('quick')
-  c.net.layers, c.net.channels = 1, 4   # one (reduction) cell: compile time
+  c.net.layers, c.net.channels = 1, 4  # one (reduction) cell: compile time
   c.data.batch_size, c.data.eval_examples = 4, 8
-  c.il.rounds = 1   # two stages, the second with the interaction
+  c.il.rounds = 1  # two stages, the second with the interaction
   setup = il.build(c)
   params, model_state = setup.init(jax.random.PRNGKey(0))
   # All encoders start from one init; each head has its task's label space.
-  chex.assert_trees_all_equal(params['round1/digits_a/encoder'],
-                              params['round1/digits_b/encoder'])
+  chex.assert_trees_all_equal(params['round1/digits_a/encoder'], params['round1/digits_b/encoder'])
   assert params['round1/digits_a/head']['classifier']['kernel'].shape[-1] == 10
   assert params['round1/digits_b/head']['classifier']['kernel'].shape[-1] == 5
   state = core.init_state(setup.program, params, model_state)
   step = core.make_step(setup.program, method='first_order')
   state, metrics = step(state, setup.batches_at(0), jax.random.PRNGKey(1))
-  assert {'round1/digits_b/interaction', 'val/digits_a/loss',
-          'val/digits_b/loss', 'hypergrad/alphas/norm'} <= set(metrics)
+  assert {
+    'round1/digits_b/interaction',
+    'val/digits_a/loss',
+    'val/digits_b/loss',
+    'hypergrad/alphas/norm',
+  } <= set(metrics)
   assert all(np.isfinite(float(v)) for v in metrics.values())
   assert float(metrics['hypergrad/alphas/norm']) > 0
   accuracies = setup.evaluate(state)
-  assert set(accuracies) == {'round1/digits_a_accuracy',
-                             'round1/digits_b_accuracy'}
+  assert set(accuracies) == {'round1/digits_a_accuracy', 'round1/digits_b_accuracy'}
   assert all(0.0 <= v <= 1.0 for v in accuracies.values())
 
 
@@ -260,8 +293,9 @@ def test_a_step_traces_each_distinct_network_once(monkeypatch):
     return call(net, *args, **kwargs)
 
   monkeypatch.setattr(search_network.SearchNetwork, '__call__', counting_call)
-  darts._shared_train_apply.cache_clear()   # no trace left by an earlier test
+  darts._shared_train_apply.cache_clear()  # no trace left by an earlier test
   core.make_step(setup.program, method='first_order').trace(
-      state, setup.batches_at(0), jax.random.PRNGKey(1))
+    state, setup.batches_at(0), jax.random.PRNGKey(1)
+  )
   assert len(setup.program.stages) == 4
   assert sorted(traced_nets) == [5, 10]

@@ -21,19 +21,20 @@ def _scaled_loss(k, label):
 
   def loss(params, batch, ctx):
     del ctx
-    return batch['scale'] * jnp.sum(params[mtl.weights_set(label)]['w'] ** 2
-                                     ) * params['alphas']
+    return batch['scale'] * jnp.sum(params[mtl.weights_set(label)]['w'] ** 2) * params['alphas']
 
   return loss
 
 
 def _program(train_tradeoff=0.5, val_tradeoff=3.0):
   return mtl.mtl_program(
-      LABELS, train_tradeoff=train_tradeoff, val_tradeoff=val_tradeoff,
-      task_loss=_scaled_loss,
-      weight_set=lambda name: core.ParamSet(name, optax.sgd(0.1),
-                                            unroll_lr=0.1),
-      arch_set=core.ParamSet('alphas', optax.sgd(0.1)))
+    LABELS,
+    train_tradeoff=train_tradeoff,
+    val_tradeoff=val_tradeoff,
+    task_loss=_scaled_loss,
+    weight_set=lambda name: core.ParamSet(name, optax.sgd(0.1), unroll_lr=0.1),
+    arch_set=core.ParamSet('alphas', optax.sgd(0.1)),
+  )
 
 
 def test_one_joint_stage_of_per_task_weights():
@@ -48,29 +49,33 @@ def test_one_joint_stage_of_per_task_weights():
 
 def test_tradeoffs_weight_the_second_task_in_training_and_validation():
   program = _program(train_tradeoff=0.5, val_tradeoff=3.0)
-  params = {'alphas': jnp.float32(2.0),
-            'big/weights': {'w': jnp.array([1.0, 2.0])},     # ||w||^2 = 5
-            'small/weights': {'w': jnp.array([3.0])}}        # ||w||^2 = 9
+  params = {
+    'alphas': jnp.float32(2.0),
+    'big/weights': {'w': jnp.array([1.0, 2.0])},  # ||w||^2 = 5
+    'small/weights': {'w': jnp.array([3.0])},
+  }  # ||w||^2 = 9
   batch = {'big': {'scale': 1.0}, 'small': {'scale': 1.0}}
   ctx = core.LossContext(jax.random.PRNGKey(0), {}, jnp.int32(0))
   train = program.stages[0].loss(params, batch, ctx)
   val = program.validation.loss(params, batch, ctx)
-  assert float(train.value) == pytest.approx(2 * (5 + 0.5 * 9))   # L1 + beta L2
-  assert float(val.value) == pytest.approx(2 * (5 + 3.0 * 9))     # L1 + alpha L2
+  assert float(train.value) == pytest.approx(2 * (5 + 0.5 * 9))  # L1 + beta L2
+  assert float(val.value) == pytest.approx(2 * (5 + 3.0 * 9))  # L1 + alpha L2
   assert float(train.metrics['small/loss']) == pytest.approx(18.0)
 
 
-@pytest.mark.parametrize('field, value, message', [
+@pytest.mark.parametrize(
+  'field, value, message',
+  [
     ('tasks', 'cifar10', 'at least 2'),
     ('tasks', 'cifar10,svhn', "unknown task 'svhn'"),
     ('train_tradeoff', -1.0, 'must be >= 0'),
     ('val_tradeoff', -0.5, 'must be >= 0'),
-])
+  ],
+)
 def test_config_errors_name_the_field(field, value, message):
   c = mtl_darts.get_config('quick')
   c.mtl[field] = value
-  with pytest.raises(config_check.ConfigError,
-                     match=f'config.mtl.{field}.*{message}'):
+  with pytest.raises(config_check.ConfigError, match=f'config.mtl.{field}.*{message}'):
     config_check.check(c)
 
 
@@ -83,7 +88,7 @@ def test_paper_defaults():
 
 def test_one_real_step_on_a_tiny_supernet():
   c = mtl_darts.get_config('quick')
-  c.net.layers, c.net.channels = 1, 4   # one (reduction) cell: compile time
+  c.net.layers, c.net.channels = 1, 4  # one (reduction) cell: compile time
   c.data.batch_size, c.data.eval_examples = 4, 8
   setup = mtl.build(c)
   params, model_state = setup.init(jax.random.PRNGKey(0))
@@ -92,14 +97,21 @@ def test_one_real_step_on_a_tiny_supernet():
   state = core.init_state(setup.program, params, model_state)
   step = core.make_step(setup.program, method='first_order')
   new_state, metrics = step(state, setup.batches_at(0), jax.random.PRNGKey(1))
-  assert {'train/digits_a/loss', 'train/digits_b/loss', 'val/digits_a/loss',
-          'val/digits_b/loss', 'hypergrad/alphas/norm'} <= set(metrics)
+  assert {
+    'train/digits_a/loss',
+    'train/digits_b/loss',
+    'val/digits_a/loss',
+    'val/digits_b/loss',
+    'hypergrad/alphas/norm',
+  } <= set(metrics)
   assert all(np.isfinite(float(v)) for v in metrics.values())
   # both tasks' weights moved; their encoders stay separate parameters
   for label in ('digits_a', 'digits_b'):
     moved = jax.tree_util.tree_map(
-        lambda a, b: float(jnp.max(jnp.abs(a - b))),
-        state.params[f'{label}/weights'], new_state.params[f'{label}/weights'])
+      lambda a, b: float(jnp.max(jnp.abs(a - b))),
+      state.params[f'{label}/weights'],
+      new_state.params[f'{label}/weights'],
+    )
     assert max(jax.tree_util.tree_leaves(moved)) > 0
   accuracies = setup.evaluate(new_state)
   assert set(accuracies) == {'digits_a_accuracy', 'digits_b_accuracy'}
