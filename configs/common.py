@@ -1,27 +1,23 @@
 """Fields every experiment config shares: seed, hypergradient, run cadence.
 
-`base_config()` returns the runner's fields with their defaults; each config
-file adds its skill's own block. Allowed values are listed in
-`skillearn_jax/run/config_check.py`, which refuses bad values before any
+`base_config()` returns the fields of every run with their defaults and
+`program_config()` adds a Skillearn program's; each config file adds its
+experiment's own block. Allowed values are listed in
+the experiments (`skillearn_jax.skills.check`), which refuse bad values before any
 compile.
 """
 
 import ml_collections
 
 
-def base_config(skill: str, mode: str = 'search') -> ml_collections.ConfigDict:
+def base_config(experiment: str) -> ml_collections.ConfigDict:
+  """The fields of every run: which experiment, the seed, how far and how often."""
   c = ml_collections.ConfigDict()
-  c.skill = skill
-  c.mode = mode  # search | evaluate
+  c.experiment = experiment  # a name in skillearn_jax.skills.EXPERIMENTS
   c.seed = 0
-  c.hypergradient = 'exact'  # exact | finite_difference | first_order | implicit
-  c.order = 'validation_first'  # validation_first | stages_first
-  # how exact and implicit hypergradients take second derivatives (same
-  # numbers; forward over reverse needs less memory and compiles faster):
-  # forward_over_reverse | reverse_over_reverse
-  c.exact_mode = 'forward_over_reverse'
-  c.fd_epsilon = 0.01
-  c.neumann_steps = 10
+  # The root key is jax.random.key(seed, impl=rng_impl); init folds in 0, step s folds in 1
+  # then s. threefry2x32 is JAX's default; rbg compiles much faster on CPU.
+  c.rng_impl = 'threefry2x32'  # threefry2x32 | rbg | unsafe_rbg
   c.num_epochs = 1
   c.max_steps = -1  # > 0: stop after this many steps
   c.log_every_steps = 10
@@ -31,6 +27,20 @@ def base_config(skill: str, mode: str = 'search') -> ml_collections.ConfigDict:
   # True: resume a workdir's checkpoints under a config that differs from
   # its config.json (seed, data, net, optimizer...); refused otherwise.
   c.allow_config_change = False
+  return c
+
+
+def program_config(experiment: str) -> ml_collections.ConfigDict:
+  """`base_config` plus the fields of a Skillearn program: how the hypergradient is taken."""
+  c = base_config(experiment)
+  c.hypergradient = 'exact'  # exact | finite_difference | first_order | implicit | implicit_cg
+  c.order = 'validation_first'  # validation_first | stages_first
+  # how exact and implicit hypergradients take second derivatives (same
+  # numbers; forward over reverse needs less memory and compiles faster):
+  # forward_over_reverse | reverse_over_reverse
+  c.exact_mode = 'forward_over_reverse'
+  c.fd_epsilon = 0.01
+  c.neumann_steps = 10
   return c
 
 
@@ -183,7 +193,7 @@ def multitask_search(skill: str, arg: str, *, config_file: str):
   """
   if arg not in SEARCH_VARIANTS:
     raise ValueError(f'{config_file}: unknown variant {arg!r}; allowed: {SEARCH_VARIANTS}')
-  c = base_config(skill)
+  c = program_config(skill)
   darts_search_blocks(c)
   c.hypergradient = {'1st': 'first_order', 'exact': 'exact'}.get(arg, 'finite_difference')
   tasks = 'cifar100,cifar10'

@@ -20,7 +20,7 @@ VARIANTS = ('', '2nd', '1st', 'exact', 'quick')
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   if arg not in VARIANTS:
     raise ValueError(f'configs/darts.py: unknown variant {arg!r}; allowed: {VARIANTS}')
-  c = common.base_config('darts')
+  c = common.program_config('darts')
   common.darts_search_blocks(c)
   c.hypergradient = {'1st': 'first_order', 'exact': 'exact'}.get(arg, 'finite_difference')
   if arg == 'quick':

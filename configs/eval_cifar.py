@@ -25,7 +25,7 @@ VARIANTS = ('', 'cifar100', 'quick')
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   if arg not in VARIANTS:
     raise ValueError(f'configs/eval_cifar.py: unknown variant {arg!r}; allowed: {VARIANTS}')
-  c = common.base_config('eval_cell', mode='evaluate')
+  c = common.base_config('eval_cell')
   common.evaluation_blocks(
     c,
     network='cifar',

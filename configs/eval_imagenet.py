@@ -24,7 +24,7 @@ VARIANTS = ('', 'quick')
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   if arg not in VARIANTS:
     raise ValueError(f'configs/eval_imagenet.py: unknown variant {arg!r}; allowed: {VARIANTS}')
-  c = common.base_config('eval_cell', mode='evaluate')
+  c = common.base_config('eval_cell')
   common.evaluation_blocks(
     c,
     network='imagenet',

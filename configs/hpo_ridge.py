@@ -15,7 +15,7 @@ from configs import common
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  c = common.base_config('hpo_ridge')
+  c = common.program_config('hpo_ridge')
   c.num_epochs = 200
   c.log_every_steps = 20
   c.ridge = ml_collections.ConfigDict(

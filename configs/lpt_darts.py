@@ -59,7 +59,7 @@ def lpt_blocks(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   if arg not in VARIANTS:
     raise ValueError(f'configs/lpt_darts.py: unknown variant {arg!r}; allowed: {VARIANTS}')
-  c = common.base_config('lpt')
+  c = common.program_config('lpt')
   common.darts_search_blocks(c)
   lpt_blocks(c)
   c.hypergradient = 'first_order' if arg == '1st' else 'finite_difference'

@@ -1,6 +1,6 @@
 """Command line: parameter count of a genotype's evaluation network, as the papers report it.
 
-This module owns the `count_params` CLI and the function behind it. It builds the CIFAR or
+This module owns the `count_params` CLI; `nas.eval_network.count_eval_params` builds the CIFAR or
 ImageNet evaluation network of a genotype (built-in name or JSON file) with the published sizes
 unless overridden, gets its parameter shapes with jax.eval_shape (nothing is compiled, so it
 takes seconds), and prints one JSON line whose `params_m` is the count in millions without the
@@ -12,12 +12,10 @@ auxiliary head, as the official DARTS `utils.count_parameters_in_MB` reports it.
 from __future__ import annotations
 
 import json
-from typing import Any
-
 from absl import app, flags
 
-from skillearn_jax.nas import eval_network, ops
-from skillearn_jax.nas.genotypes import BUILTIN_GENOTYPES, Genotype
+from skillearn_jax.nas import eval_network
+from skillearn_jax.nas.genotypes import BUILTIN_GENOTYPES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -29,33 +27,6 @@ flags.DEFINE_integer("layers", None, "cells (default: 20 for cifar, 14 for image
 flags.DEFINE_integer("channels", None, "initial channels C (default: 36 cifar, 48 imagenet)")
 
 
-def count_eval_params(
-  genotype: Genotype | str,
-  network: str = "cifar",
-  *,
-  num_classes: int | None = None,
-  layers: int | None = None,
-  channels: int | None = None,
-) -> dict[str, Any]:
-  """Parameter counts of the evaluation network: `params` and `params_m` exclude the
-  auxiliary head (reported separately as `auxiliary_params`)."""
-  model = eval_network.make_eval_network(
-    network, genotype, num_classes=num_classes, layers=layers, channels=channels, auxiliary=True
-  )
-  image_size = eval_network.NETWORK_DEFAULTS[network]["image_size"]
-  main, auxiliary = eval_network.split_auxiliary(eval_network.param_shapes(model, image_size))
-  params = ops.count_params(main)
-  return {
-    "network": network,
-    "layers": model.layers,
-    "channels": model.channels,
-    "num_classes": model.num_classes,
-    "params": params,
-    "params_m": params / 1e6,
-    "auxiliary_params": ops.count_params(auxiliary),
-  }
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -65,7 +36,7 @@ def main(argv: list[str]) -> None:
       f"({', '.join(BUILTIN_GENOTYPES)}) or a genotype JSON file"
     )
   try:
-    counts = count_eval_params(
+    counts = eval_network.count_eval_params(
       FLAGS.genotype,
       FLAGS.network,
       num_classes=FLAGS.num_classes,

@@ -17,7 +17,7 @@ from ml_collections import config_flags
 from skillearn_jax import core
 from skillearn_jax import skills
 from skillearn_jax.run import compare_hypergradients
-from skillearn_jax.run import config_check
+from skillearn_jax.run import loop
 from skillearn_jax.run import options as options_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.', lock_config=True)
@@ -31,11 +31,13 @@ _STEP = flags.DEFINE_integer('step', 0, 'Which step\'s batches to use.')
 def main(argv):
   del argv
   config = _CONFIG.value
-  config_check.check(config)
+  skills.check(config)
   for m in _METHODS.value:
     core.hypergradients.check_method(m)
   setup = skills.build(config)
-  key = jax.random.PRNGKey(config.seed)
+  if not isinstance(setup, skills.base.SkillSetup):
+    raise app.UsageError(f'config.experiment: {config.experiment!r} is no Skillearn program')
+  key = loop.root_key(config)
   params, model_state = setup.init(jax.random.fold_in(key, 0))
   state = core.init_state(setup.program, params, model_state)
   options = options_lib.hypergradient_options(config)

@@ -246,3 +246,30 @@ def param_shapes(network: nn.Module, image_size: int, batch: int = 1) -> Any:
   x = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.float32)
   variables = jax.eval_shape(lambda key, x: network.init(key, x, train=False), jax.random.key(0), x)
   return variables["params"]
+
+
+def count_eval_params(
+  genotype: Genotype | str,
+  network: str = "cifar",
+  *,
+  num_classes: int | None = None,
+  layers: int | None = None,
+  channels: int | None = None,
+) -> dict[str, Any]:
+  """Parameter counts of the evaluation network: `params` and `params_m` exclude the
+  auxiliary head (reported separately as `auxiliary_params`)."""
+  model = make_eval_network(
+    network, genotype, num_classes=num_classes, layers=layers, channels=channels, auxiliary=True
+  )
+  image_size = NETWORK_DEFAULTS[network]["image_size"]
+  main, auxiliary = split_auxiliary(param_shapes(model, image_size))
+  params = ops.count_params(main)
+  return {
+    "network": network,
+    "layers": model.layers,
+    "channels": model.channels,
+    "num_classes": model.num_classes,
+    "params": params,
+    "params_m": params / 1e6,
+    "auxiliary_params": ops.count_params(auxiliary),
+  }

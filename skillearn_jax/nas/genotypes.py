@@ -135,7 +135,10 @@ def _per_edge_primitives(
 
 
 def derive_cell(
-  weights: Any, primitives: Sequence[str] | Sequence[Sequence[str]] = PRIMITIVES, nodes: int = 4
+  weights: Any,
+  primitives: Sequence[str] | Sequence[Sequence[str]] = PRIMITIVES,
+  nodes: int = 4,
+  mask: Any = None,
 ) -> tuple[tuple[str, int], ...]:
   """DARTS discretisation of one cell from op weights of shape (num_edges(nodes), num_ops).
 
@@ -143,7 +146,8 @@ def derive_cell(
   Per node, incoming edges are ranked by their strongest non-`none` op (stable, so ties keep
   the lower state first), the top 2 are kept in rank order, each with its strongest
   non-`none` op. `primitives` is one op tuple shared by every edge, or one tuple per edge
-  (P-DARTS edges keep different op subsets); `none` may be absent.
+  (P-DARTS edges keep different op subsets); `none` may be absent. `mask` (bool, the weights'
+  shape) marks the ops still on; an op that is off is never picked.
   """
   weights = np.asarray(weights, dtype=np.float64)
   expected_edges = num_edges(nodes)
@@ -158,8 +162,14 @@ def derive_cell(
         f"edge {edge} has {weights.shape[1]} weights but {len(ops)} primitives {ops}"
       )
 
+  on = np.ones(weights.shape, bool) if mask is None else np.asarray(mask, bool)
+  if on.shape != weights.shape:
+    raise ValueError(f"mask has shape {on.shape}; expected the weights' {weights.shape}")
+
   def best_op(edge: int) -> tuple[float, str | None]:
-    candidates = [(weights[edge, k], op) for k, op in enumerate(edge_ops[edge]) if op != NONE_OP]
+    candidates = [
+      (weights[edge, k], op) for k, op in enumerate(edge_ops[edge]) if op != NONE_OP and on[edge, k]
+    ]
     if not candidates:
       return -np.inf, None
     best_k = int(np.argmax([w for w, _ in candidates]))

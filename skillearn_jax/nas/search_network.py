@@ -25,6 +25,7 @@ import numpy as np
 from jax import lax
 
 from skillearn_jax.nas import ops
+from skillearn_jax.nas.genotypes import CELL_TYPES
 from skillearn_jax.nas.search_mixed_op import MixedOp
 
 NUM_INPUT_STATES = 2  # a cell reads the outputs of the two previous cells
@@ -45,16 +46,26 @@ def cell_edges(nodes: int) -> list[tuple[int, int]]:
 
 
 def init_alphas(key: jax.Array, nodes: int = 4, num_ops: int = len(ops.PRIMITIVES)) -> dict:
-  """Architecture parameters ``{'normal', 'reduce'}``, each ``1e-3 * N(0, 1)`` of shape
-  ``(num_edges(nodes), num_ops)``, as in the official code."""
+  """Architecture parameters, one array per cell type (``CELL_TYPES``), each
+  ``1e-3 * N(0, 1)`` of shape ``(num_edges(nodes), num_ops)``, as in the official code."""
   if num_ops < 1:
     raise ValueError(f'num_ops must be >= 1, got {num_ops}')
-  k_normal, k_reduce = jax.random.split(key)
+  keys = jax.random.split(key, len(CELL_TYPES))
   shape = (num_edges(nodes), num_ops)
-  return {
-    'normal': 1e-3 * jax.random.normal(k_normal, shape, jnp.float32),
-    'reduce': 1e-3 * jax.random.normal(k_reduce, shape, jnp.float32),
-  }
+  return {c: 1e-3 * jax.random.normal(k, shape, jnp.float32) for c, k in zip(CELL_TYPES, keys)}
+
+
+def op_weights(alphas: dict, edge_masks: tuple | None = None) -> dict:
+  """Each cell type's softmax over its edges' primitives; with ``edge_masks`` (see
+  ``SearchNetwork.edge_masks``) the primitives that are off get exactly zero weight."""
+  masks = dict(edge_masks or ())
+  weights = {}
+  for cell_type, logits in alphas.items():
+    mask = masks.get(cell_type)
+    if mask is not None and not np.all(mask):
+      logits = jnp.where(np.asarray(mask, bool), logits, -jnp.inf)
+    weights[cell_type] = jax.nn.softmax(logits, axis=-1)
+  return weights
 
 
 def validate_primitives(primitives: Sequence[str]) -> None:
@@ -272,6 +283,11 @@ class SearchNetwork(nn.Module):
   stem_multiplier: int = 3
   primitives: Sequence[str] = ops.PRIMITIVES
   remat: bool = False  # recompute mixed ops in the backward pass: far less memory
+  # Which primitives are on, per cell type and edge: ((cell type, ((bool per primitive) per
+  # edge)), ...), or None for every primitive on every edge. An off primitive gets exactly
+  # zero weight (its logit is masked to -inf before the softmax) while every edge still
+  # computes the same primitives, so the edge scan stays uniform and compiles the same.
+  edge_masks: tuple | None = None
 
   def _validate(self, alphas) -> None:
     for field in ('channels', 'num_classes', 'layers', 'nodes', 'multiplier', 'stem_multiplier'):
@@ -281,9 +297,9 @@ class SearchNetwork(nn.Module):
       raise ValueError(f'multiplier must be <= nodes ({self.nodes}), got {self.multiplier}')
     validate_primitives(self.primitives)
     expected = (num_edges(self.nodes), len(self.primitives))
-    if not isinstance(alphas, dict) or set(alphas) != {'normal', 'reduce'}:
+    if not isinstance(alphas, dict) or set(alphas) != set(CELL_TYPES):
       raise ValueError(
-        f"alphas must be a dict with keys 'normal' and 'reduce', got "
+        f'alphas must be a dict with keys {CELL_TYPES}, got '
         f'{type(alphas).__name__} {sorted(alphas) if isinstance(alphas, dict) else ""}'
       )
     for key, value in alphas.items():
@@ -299,7 +315,7 @@ class SearchNetwork(nn.Module):
   @nn.compact
   def __call__(self, x, alphas, *, train: bool, grad_gates=None):
     self._validate(alphas)
-    weights = {k: jax.nn.softmax(v, axis=-1) for k, v in alphas.items()}
+    weights = op_weights(alphas, self.edge_masks)
     s = ops.conv(self.stem_multiplier * self.channels, 3, padding=1, name='stem_conv')(x)
     s0 = s1 = ops.batch_norm(True, train, name='stem_bn')(s)
     c, reduction_prev = self.channels, False
@@ -320,7 +336,11 @@ class SearchNetwork(nn.Module):
       s0, s1 = (
         s1,
         cell(
-          s0, s1, weights['reduce' if reduction else 'normal'], train=train, grad_gates=grad_gates
+          s0,
+          s1,
+          weights[CELL_TYPES[1] if reduction else CELL_TYPES[0]],
+          train=train,
+          grad_gates=grad_gates,
         ),
       )
       reduction_prev = reduction

@@ -18,7 +18,7 @@ import os
 
 from absl import logging
 
-from skillearn_jax.run import config_check
+from skillearn_jax import config_check
 
 MAY_CHANGE_ON_RESUME = (
   'max_steps',
@@ -32,6 +32,11 @@ MAY_CHANGE_ON_RESUME = (
   'exact_mode',
 )
 _ABSENT = '<absent>'
+# Fields older workdirs stored under another name, or that no longer exist, and the value an
+# absent field had before it existed (older searches seeded with threefry2x32).
+RENAMED = {'skill': 'experiment'}
+RETIRED = ('mode',)
+DEFAULTS_BEFORE = {'rng_impl': 'threefry2x32'}
 
 
 def _flat(tree, prefix: str = '') -> dict:
@@ -45,7 +50,9 @@ def _flat(tree, prefix: str = '') -> dict:
 
 def differences(stored: dict, current: dict) -> list[str]:
   """'field: stored -> current' for each field that differs and may not."""
-  old, new = _flat(stored), _flat(current)
+  old = {RENAMED.get(k, k): v for k, v in _flat(stored).items() if k not in RETIRED}
+  old = {**DEFAULTS_BEFORE, **old}
+  new = _flat(current)
   return [
     f'{field}: {old.get(field, _ABSENT)!r} -> {new.get(field, _ABSENT)!r}'
     for field in sorted(set(old) | set(new))

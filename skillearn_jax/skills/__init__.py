@@ -1,12 +1,22 @@
-"""Skills: one module per learning skill, each config -> SkillSetup.
+"""The registry of experiments: a config names its experiment once, in `config.experiment`.
 
-`build(config)` looks the skill up by `config.skill`; modules are imported
-lazily so a ridge run never imports the NAS stack.
+This module owns `EXPERIMENTS` (name -> the module that builds it; imported lazily, so a ridge
+run never imports the NAS stack), `check(config)`, which refuses a bad config before anything
+compiles (the shared fields, then the experiment's own `check_config`), and `build(config)`.
+Each experiment module has `check_config(config)` and `build(config)`, which returns a
+`base.SkillSetup` (a Skillearn program: the runner steps it with the engine) or a
+`base.Experiment` (its own step, e.g. evaluation of a searched cell). Adding an experiment is
+one module and one line here.
 """
+
+from __future__ import annotations
 
 import importlib
 
-SKILLS = {
+from skillearn_jax import config_check
+from skillearn_jax import core
+
+EXPERIMENTS = {
   'hpo_ridge': 'skillearn_jax.skills.hpo_ridge',
   'darts': 'skillearn_jax.skills.darts',
   'lpt': 'skillearn_jax.skills.lpt',
@@ -14,9 +24,39 @@ SKILLS = {
   'mtl': 'skillearn_jax.skills.mtl',
   'eval_cell': 'skillearn_jax.skills.eval_cell',
 }
+RNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
+# The fields of a Skillearn program's run (configs/common.py `program_fields`).
+PROGRAM_FIELDS = ('hypergradient', 'order', 'exact_mode', 'fd_epsilon', 'neumann_steps')
+
+
+def lookup(name: str):
+  """The module of experiment `name`; a ConfigError lists the registered ones."""
+  if name not in EXPERIMENTS:
+    raise config_check.ConfigError(
+      f'config.experiment: {name!r} is not allowed; allowed: {tuple(EXPERIMENTS)}'
+    )
+  return importlib.import_module(EXPERIMENTS[name])
+
+
+def check(config) -> None:
+  """Refuses a bad value of the shared fields or of the experiment's own, naming the field."""
+  module = lookup(config.experiment)
+  config_check.one_of(config, 'rng_impl', RNG_IMPLS)
+  config_check.positive(config, 'seed', allow_zero=True)
+  for field in ('num_epochs', 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
+    config_check.positive(config, field)
+  if 'hypergradient' in config:
+    try:
+      core.hypergradients.check_method(config.hypergradient)
+    except ValueError as error:
+      raise config_check.ConfigError(f'config.{error}') from None
+    config_check.one_of(config, 'order', core.ORDERS)
+    config_check.one_of(config, 'exact_mode', core.EXACT_MODES)
+    config_check.positive(config, 'fd_epsilon')
+    config_check.positive(config, 'neumann_steps', allow_zero=True)
+  module.check_config(config)
 
 
 def build(config):
-  if config.skill not in SKILLS:
-    raise ValueError(f'config.skill: unknown skill {config.skill!r}; allowed: {sorted(SKILLS)}')
-  return importlib.import_module(SKILLS[config.skill]).build(config)
+  """`config`'s experiment: a `base.SkillSetup` or a `base.Experiment`."""
+  return lookup(config.experiment).build(config)

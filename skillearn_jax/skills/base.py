@@ -1,9 +1,15 @@
-"""What every skill hands to the runner and to `hypercheck`.
+"""What an experiment hands to the training loop, and what a Skillearn program adds.
 
-A skill turns a config into a `SkillSetup`: the core `Program`, how to
-initialize its parameters and model state, and where each step's batches
-come from. Optional hooks let a skill describe its state (e.g. a genotype),
-write its own plots, or supply a closed-form hypergradient for checks.
+This module owns the two shapes a registered experiment's `build(config)` returns:
+- `Experiment`: everything the one training loop (`run.loop`) needs of any run — how to
+  initialise the state, the pure step it jits, the batches of each step, and optional hooks
+  (per-step scalars such as learning rates, held-out evaluation at epoch ends, per-epoch
+  means, a description of what was learned, artifacts, summary fields). Evaluation of a
+  searched cell returns one directly.
+- `SkillSetup`: a Skillearn program (the core `Program`) with its parameter init and batches;
+  the runner turns it into an `Experiment` whose step is the engine's, and `hypercheck`
+  compares hypergradient methods on it. Optional hooks let a skill describe its state (e.g.
+  a genotype), write its own plots, or supply a closed-form hypergradient for checks.
 """
 
 from __future__ import annotations
@@ -37,3 +43,43 @@ class SkillSetup:
   evaluate: Optional[Callable[[core.ProgramState], Mapping[str, float]]] = None
   # step -> learning rates to log, by name.
   learning_rates: Optional[Callable[[int], Mapping[str, float]]] = None
+
+
+@dataclasses.dataclass
+class Experiment:
+  """One run's pieces, as the training loop calls them.
+
+  Batches and step keys are pure functions of the step (the loop folds the step into its
+  key), so a resumed run repeats an uninterrupted one exactly.
+  """
+
+  # key -> the state pytree (checkpointed whole).
+  init: Callable[[Any], PyTree]
+  # (state, batch, key) -> (state, scalar metrics): pure, unjitted; the loop jits it once,
+  # data parallel over the local devices.
+  step: Callable[[PyTree, Any, Any], tuple[PyTree, Mapping[str, Any]]]
+  # step -> that step's batch.
+  batches_at: Callable[[int], Any]
+  steps_per_epoch: int
+  # Examples per step, for the examples/s figure (None: not reported).
+  batch_size: Optional[int] = None
+  # step -> scalars logged with that step (learning rates, drop-path probability ...).
+  step_metrics: Optional[Callable[[int], Mapping[str, float]]] = None
+  # state -> held-out metrics, full names, at epoch ends (every `eval_every_epochs`).
+  evaluate: Optional[Callable[[PyTree], Mapping[str, float]]] = None
+  # Held-out evaluation the loop runs data parallel, at the same epoch ends: `eval_step`
+  # (state, batch) -> sums, pure; `eval_batches()` the padded, masked batches;
+  # `eval_metrics(totals)` -> metrics from the summed sums.
+  eval_step: Optional[Callable[[PyTree, Any], Mapping[str, Any]]] = None
+  eval_batches: Optional[Callable[[], Any]] = None
+  eval_metrics: Optional[Callable[[Mapping[str, Any]], Mapping[str, float]]] = None
+  # Step metrics also logged as their mean over each epoch ('train/loss' -> 'train/epoch_loss').
+  epoch_means: tuple[str, ...] = ()
+  # state -> JSON-able description of what was learned, kept per epoch as the run's history.
+  describe: Optional[Callable[[PyTree], Mapping[str, Any]]] = None
+  # (state, workdir, history) -> None, at epoch ends and at the end.
+  write_artifacts: Optional[Callable[[PyTree, str, list], None]] = None
+  # workdir -> None, once before training (e.g. the evaluated genotype and its diagrams).
+  prepare_workdir: Optional[Callable[[str], None]] = None
+  # (state, final metrics) -> fields of summary.json beside steps, epochs and metrics.
+  summary: Optional[Callable[[PyTree, Mapping[str, float]], Mapping[str, Any]]] = None

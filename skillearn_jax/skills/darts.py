@@ -1,344 +1,56 @@
 """DARTS (first and second order) as a Skillearn program.
 
-One learning stage trains the supernet weights on the weight half of the
-training set with the architecture alphas supporting; the validation stage
-minimizes the loss on the architecture half over the alphas through the
-hypergradient the config selects (`first_order` is DARTS-1st;
-`finite_difference` is the official DARTS-2nd, `exact` its autodiff twin).
-No second-order code lives here: the engine differentiates. The module also
-owns the pieces other NAS skills reuse: the supernet classification loss,
-the search data streams and the genotype/plot hooks.
+One learning stage trains the supernet weights on the weight half of the training set with
+the architecture α supporting; the validation stage minimizes the loss on the architecture
+half over α through the hypergradient the config selects (`first_order` is DARTS-1st;
+`finite_difference` is the official DARTS-2nd, `exact` its autodiff twin). No second-order
+code lives here: the engine differentiates. The pieces every NAS skill shares live in
+`nas_search`.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import os
-from typing import Sequence
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-
 from skillearn_jax import core
-from skillearn_jax.data import augment as augment_lib
-from skillearn_jax.data import catalog
-from skillearn_jax.data import stream as stream_lib
-from skillearn_jax.nas import cell_plot
-from skillearn_jax.nas import genotypes
-from skillearn_jax.nas import search_network
-from skillearn_jax.run import config_check
 from skillearn_jax.skills import base
-from skillearn_jax.skills import recipes
+from skillearn_jax.skills import nas_search
 
-WEIGHTS, ALPHAS = 'weights', 'alphas'
-
-
-# -- reusable pieces -----------------------------------------------------------
-def make_supernet(net_config, num_classes: int) -> search_network.SearchNetwork:
-  return search_network.SearchNetwork(
-    channels=net_config.channels,
-    num_classes=num_classes,
-    layers=net_config.layers,
-    nodes=net_config.nodes,
-    multiplier=net_config.multiplier,
-    stem_multiplier=net_config.stem_multiplier,
-    remat=bool(net_config.get('remat', True)),
-  )
-
-
-def merged_params(params, names: str | Sequence[str]):
-  """The network parameters held in set `names`, or merged from several sets
-  (e.g. an encoder set and a head set that together form one network)."""
-  if isinstance(names, str):
-    return params[names]
-  merged = {}
-  for name in names:
-    merged.update(params[name])
-  return merged
-
-
-def _jit_train_apply(net):
-  # Its derivative is a custom VJP whose forward (apply and jax.vjp) and
-  # backward are jits too: every gradient in a step binds the same traced
-  # forward and backward instead of linearizing and transposing the network
-  # again. XLA still inlines each use and drops the cotangents it does not
-  # need; inside core.gradient_loop's one body, `grad_gates` skips them.
-  def apply_with_gates(variables, images, alphas, grad_gates):
-    gated = {} if grad_gates is None else {'grad_gates': grad_gates}
-    return net.apply(variables, images, alphas, train=True, mutable=['batch_stats'], **gated)
-
-  apply = jax.jit(apply_with_gates)
-  forward_and_vjp = jax.jit(lambda *args: jax.vjp(apply, *args))
-  backward = jax.jit(lambda vjp_fn, cotangent: vjp_fn(cotangent))
-
-  @jax.custom_vjp
-  def shared(variables, images, alphas, grad_gates):
-    return apply(variables, images, alphas, grad_gates)
-
-  shared.defvjp(forward_and_vjp, backward)
-  return lambda variables, images, alphas, grad_gates=None: shared(
-    variables, images, alphas, grad_gates
-  )
-
-
-_shared_train_apply = functools.lru_cache(maxsize=64)(_jit_train_apply)
-
-
-def _train_apply(net):
-  """`net.apply` in training mode under one jit per network configuration.
-
-  The inner jit traces the network once per input shape, and every
-  derivative of the step is taken of that one jaxpr instead of re-running
-  Flax's Python for each (lowering a DARTS-2nd step got ~2x faster). It is
-  shared by every loss of an equal network (Flax modules compare by their
-  fields): the learners' stages of interleaving learning, say, which each
-  name other parameter sets. A module with an unhashable field (a list of
-  primitives, say) gets its own jit.
-  """
-  try:
-    hash(net)
-  except TypeError:
-    return _jit_train_apply(net)
-  return _shared_train_apply(net)
-
-
-def grad_gates(needs_grad, weight_sets: Sequence[str], alphas: str):
-  """The supernet's `grad_gates` from a LossContext's `needs_grad` (None: all
-  gradients needed, nothing gated)."""
-  if needs_grad is None:
-    return None
-  needed = [needs_grad[n] for n in weight_sets if n in needs_grad]
-  return {
-    'weights': functools.reduce(jnp.logical_or, needed) if needed else jnp.asarray(True),
-    'alphas': needs_grad.get(alphas, jnp.asarray(True)),
-  }
-
-
-def classification_loss(net, *, weights: str | Sequence[str], alphas: str, stats: str):
-  """loss(params, batch, ctx) of a supernet learner in training mode.
-
-  `weights`/`alphas` name the parameter sets (`weights` may name several
-  sets whose dicts merge into the network's parameters), `stats` the
-  model-state entry holding this learner's BatchNorm statistics.
-  """
-
-  apply = _train_apply(net)
-  weight_sets = [weights] if isinstance(weights, str) else list(weights)
-  # The supernet skips the gradients a step discards; a network without
-  # `grad_gates` (a test's linear testee, say) computes them all.
-  gates_supported = 'grad_gates' in inspect.signature(type(net).__call__).parameters
-
-  def loss(params, batch, ctx):
-    variables = {'params': merged_params(params, weights), 'batch_stats': ctx.model_state[stats]}
-    gates = grad_gates(ctx.needs_grad, weight_sets, alphas) if gates_supported else None
-    logits, updates = apply(variables, batch['image'], params[alphas], gates)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
-    acc = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
-    model_state = dict(ctx.model_state)
-    model_state[stats] = updates['batch_stats']
-    return core.LossOutput(ce, model_state=model_state, metrics={'accuracy': acc})
-
-  return core.reads_needs_grad(loss) if gates_supported else loss
-
-
-def search_streams(config, *, dataset: str | None = None, seed_offset: int = 0):
-  """(weight-half stream, architecture-half stream, source info)."""
-  d = config.data
-  data = catalog.search_data(
-    dataset or d.name, train_portion=d.train_portion, split=d.split, data_dir=d.data_dir or None
-  )
-  info = data.source.info
-  aug = augment_lib.train_augment(info)
-  seed = config.seed + seed_offset
-  weight_stream = stream_lib.BatchStream(
-    data.source, data.weight_indices, d.batch_size, 2 * seed, aug
-  )
-  arch_stream = stream_lib.BatchStream(
-    data.source, data.architecture_indices, d.batch_size, 2 * seed + 1, aug
-  )
-  return weight_stream, arch_stream, info, data
-
-
-def weight_param_set(name: str, optim, steps_per_epoch: int, epochs: int):
-  schedule = recipes.per_epoch_cosine(optim.lr, optim.lr_min, epochs, steps_per_epoch)
-  return core.ParamSet(
-    name,
-    recipes.sgd_recipe(
-      schedule, momentum=optim.momentum, weight_decay=optim.weight_decay, clip=optim.clip
-    ),
-    unroll_lr=schedule,
-    unroll_momentum=optim.momentum,
-    unroll_weight_decay=optim.weight_decay,
-  ), schedule
-
-
-def arch_param_set(name: str, optim):
-  return core.ParamSet(
-    name, recipes.adam_recipe(optim.lr, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay)
-  )
-
-
-def genotype_of(alphas, net_config) -> genotypes.Genotype:
-  return genotypes.derive_genotype(
-    np.asarray(alphas['normal']),
-    np.asarray(alphas['reduce']),
-    nodes=net_config.nodes,
-    multiplier=net_config.multiplier,
-  )
-
-
-def describe_alphas(alphas, net_config) -> dict:
-  return {
-    'genotype': genotypes.genotype_to_dict(genotype_of(alphas, net_config)),
-    'alphas': {k: np.asarray(v).tolist() for k, v in alphas.items()},
-  }
-
-
-def write_search_artifacts(alphas, net_config, workdir: str, history) -> None:
-  """genotype.json, cell diagrams and the alpha heatmaps over time."""
-  genotype = genotype_of(alphas, net_config)
-  genotypes.save_genotype(genotype, os.path.join(workdir, 'genotype.json'))
-  plots = os.path.join(workdir, 'plots')
-  os.makedirs(plots, exist_ok=True)
-  cell_plot.plot_genotype(genotype, plots, prefix='cell_')
-  snapshots = [h for h in history if 'alphas' in h['describe']]
-  for cell in ('normal', 'reduce'):
-    cell_plot.plot_alpha_heatmaps(
-      [np.asarray(h['describe']['alphas'][cell]) for h in snapshots] or [np.asarray(alphas[cell])],
-      os.path.join(plots, f'alpha_{cell}.png'),
-      steps=[f'epoch {h["epoch"]}' for h in snapshots] or None,
-      title=f'softmax(α_{cell})',
-    )
-
-
-def eval_apply(net):
-  """The jitted eval-mode forward pass (variables, alphas, images) -> logits;
-  build it once per network and hand it to `accuracy_on` to compile once."""
-  return jax.jit(lambda v, a, x: net.apply(v, x, a, train=False))
-
-
-def accuracy_on(net, variables_fn, alphas, batches, apply=None) -> float:
-  """Eval-mode accuracy over padded, masked batches."""
-  apply = apply or eval_apply(net)
-  correct = total = 0.0
-  for batch in batches:
-    logits = apply(variables_fn(), alphas, batch['image'])
-    hit = (np.argmax(np.asarray(logits), -1) == batch['label']) & batch['mask']
-    correct += float(hit.sum())
-    total += float(batch['mask'].sum())
-  return correct / max(total, 1.0)
-
-
-# -- the skill -----------------------------------------------------------------
-def check_config(config) -> None:
-  config_check.positive(config, 'data.batch_size')
-  config_check.positive(config, 'data.eval_examples', allow_zero=True)
-  if not 0.0 < config.data.train_portion < 1.0:
-    raise config_check.ConfigError(
-      f'config.data.train_portion: {config.data.train_portion!r} is not allowed; must lie in (0, 1)'
-    )
-  for field in ('channels', 'layers', 'nodes', 'multiplier', 'stem_multiplier'):
-    config_check.positive(config, f'net.{field}')
-  check_optimizers(config)
-  if config.net.multiplier > config.net.nodes:
-    raise config_check.ConfigError(
-      f'config.net.multiplier: {config.net.multiplier} is not allowed; '
-      f'must be <= config.net.nodes ({config.net.nodes})'
-    )
-
-
-def check_optimizers(config) -> None:
-  """The weight (SGD) and architecture (Adam) recipes' fields."""
-  config_check.positive(config, 'weights_optim.lr')
-  config_check.positive(config, 'weights_optim.lr_min', allow_zero=True)
-  if config.weights_optim.lr_min > config.weights_optim.lr:
-    raise config_check.ConfigError(
-      f'config.weights_optim.lr_min: {config.weights_optim.lr_min!r} is not '
-      f'allowed; must be <= config.weights_optim.lr '
-      f'({config.weights_optim.lr!r})'
-    )
-  config_check.in_unit_interval(config, 'weights_optim.momentum')
-  config_check.positive(config, 'weights_optim.weight_decay', allow_zero=True)
-  config_check.positive(
-    config, 'weights_optim.clip', allow_zero=True, meaning='0 turns gradient clipping off'
-  )
-  config_check.positive(config, 'alphas_optim.lr')
-  config_check.in_unit_interval(config, 'alphas_optim.b1')
-  config_check.in_unit_interval(config, 'alphas_optim.b2')
-  config_check.positive(config, 'alphas_optim.weight_decay', allow_zero=True)
+WEIGHTS, ALPHAS = nas_search.WEIGHTS, nas_search.ALPHAS
+check_config = nas_search.check_config
 
 
 def darts_program(net, config, steps_per_epoch: int):
   """The DARTS program for `net`; returns (program, weight lr schedule)."""
-  weights_set, schedule = weight_param_set(
+  weights_set, schedule = nas_search.weight_param_set(
     WEIGHTS, config.weights_optim, steps_per_epoch, config.num_epochs
   )
-  loss = classification_loss(net, weights=WEIGHTS, alphas=ALPHAS, stats='batch_stats')
+  loss = nas_search.classification_loss(net, weights=WEIGHTS, alphas=ALPHAS, stats='batch_stats')
   program = core.Program(
-    param_sets=[weights_set, arch_param_set(ALPHAS, config.alphas_optim)],
+    param_sets=[weights_set, nas_search.arch_param_set(ALPHAS, config.alphas_optim)],
     stages=[core.Stage('train', active=[WEIGHTS], supporting=[ALPHAS], loss=loss)],
     validation=core.Validation(loss, {ALPHAS: 'minimize'}),
   )
   return program, schedule
 
 
-def init_supernet(net, key, image_shape, nodes: int):
-  """(weights, alphas, batch_stats) of a fresh supernet."""
-  alphas = search_network.init_alphas(jax.random.fold_in(key, 1), nodes=nodes)
-  sample = jnp.zeros((2, *image_shape), jnp.float32)
-  # Jitted: eager init dispatches every op of the scanned cells one by one.
-  variables = jax.jit(lambda k, x, a: net.init(k, x, a, train=False))(
-    jax.random.fold_in(key, 0), sample, alphas
-  )
-  return variables['params'], alphas, variables['batch_stats']
-
-
 def build(config) -> base.SkillSetup:
-  weight_stream, arch_stream, info, data = search_streams(config)
+  weight_stream, arch_stream, info, data = nas_search.search_streams(config)
   steps_per_epoch = min(weight_stream.steps_per_epoch, arch_stream.steps_per_epoch)
-  net = make_supernet(config.net, info.num_classes)
+  net = nas_search.make_supernet(config.net, info.num_classes)
   program, schedule = darts_program(net, config, steps_per_epoch)
 
   def init(key):
-    weights, alphas, stats = init_supernet(net, key, info.image_shape, config.net.nodes)
+    weights, alphas, stats = nas_search.init_supernet(net, key, info.image_shape)
     return {WEIGHTS: weights, ALPHAS: alphas}, {'batch_stats': stats}
 
   def batches_at(step):
     return {'train': weight_stream.batch_at(step), 'val': arch_stream.batch_at(step)}
 
-  eval_indices = data.architecture_indices[: config.data.eval_examples]
-  eval_transform = augment_lib.eval_augment(info)
-  apply = eval_apply(net)  # one compile for every epoch's evaluation
-
-  def evaluate(state):
-    if not len(eval_indices):
-      return {}
-    batches = stream_lib.eval_batches(
-      data.source, eval_indices, config.data.batch_size, eval_transform
-    )
-    variables = lambda: {
-      'params': state.params[WEIGHTS],
-      'batch_stats': state.model_state['batch_stats'],
-    }
-    return {
-      'valid_accuracy': accuracy_on(net, variables, state.params[ALPHAS], batches, apply=apply)
-    }
-
-  return base.SkillSetup(
+  return nas_search.alphas_search_setup(
+    config,
     program=program,
     init=init,
     batches_at=batches_at,
-    steps_per_epoch=steps_per_epoch,
-    describe=lambda state: describe_alphas(state.params[ALPHAS], config.net),
-    write_artifacts=lambda state, workdir, history: write_search_artifacts(
-      state.params[ALPHAS], config.net, workdir, history
-    ),
-    evaluate=evaluate,
-    learning_rates=lambda step: {
-      'lr/weights': float(schedule(step)),
-      'lr/alphas': config.alphas_optim.lr,
-    },
+    per_epoch=steps_per_epoch,
+    schedule=schedule,
+    evaluate=nas_search.valid_accuracy(config, net, data, info),
   )

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from skillearn_jax import config_check
 from skillearn_jax import core
 from skillearn_jax.skills import base
 
@@ -88,6 +89,12 @@ def closed_form_implicit(h, batches):
   va = batches['val']
   grad_val = va['x'].T @ (va['x'] @ w_star - va['y']) / va['x'].shape[0]
   return -jnp.exp(h) * jnp.dot(grad_val, jnp.linalg.solve(a, w_star))
+
+
+def check_config(config) -> None:
+  for field in ('n_train', 'n_val', 'dim', 'xi', 'weight_lr', 'hyper_lr', 'unroll_steps'):
+    config_check.positive(config, f'ridge.{field}')
+  config_check.positive(config, 'ridge.noise', allow_zero=True)
 
 
 def build(config) -> base.SkillSetup:

@@ -28,26 +28,25 @@ import os
 
 import jax
 import jax.numpy as jnp
-from matplotlib.figure import Figure
 import numpy as np
 import optax
 
+from skillearn_jax import config_check
 from skillearn_jax import core
 from skillearn_jax.data import augment as augment_lib
 from skillearn_jax.data import catalog
 from skillearn_jax.data import sources
 from skillearn_jax.data import stream as stream_lib
 from skillearn_jax.nas import tester
-from skillearn_jax.run import config_check
 from skillearn_jax.skills import base
-from skillearn_jax.skills import darts
+from skillearn_jax.skills import lpt_plots
+from skillearn_jax.skills import nas_search
 
-WEIGHTS, ALPHAS = darts.WEIGHTS, darts.ALPHAS
+WEIGHTS, ALPHAS = nas_search.WEIGHTS, nas_search.ALPHAS
 ENCODER, EXECUTOR, CREATOR, SELECTION = ('encoder', 'executor', 'creator', 'selection')
 TESTEE_STATS, TESTER_STATS = 'testee_stats', 'tester_stats'
 DATA = 'lpt'  # one batch dict per step: 'train', 'bank', 'tester_val'
 MODES = ('full', 'test_only', 'difficulty_only')
-HISTOGRAM_BINS = 20
 
 
 def _per_example_ce(logits, labels):
@@ -62,7 +61,7 @@ def weighted_test_loss(selection, losses):
 # -- losses ----------------------------------------------------------------------
 def testee_stage_loss(net):
   """Stage I: L(A, W, D_ee^tr), the DARTS weight loss on the 'train' batch."""
-  loss = darts.classification_loss(net, weights=WEIGHTS, alphas=ALPHAS, stats=TESTEE_STATS)
+  loss = nas_search.classification_loss(net, weights=WEIGHTS, alphas=ALPHAS, stats=TESTEE_STATS)
   return lambda params, batch, ctx: loss(params, batch['train'], ctx)
 
 
@@ -166,10 +165,10 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
   """The LPT program of `config.lpt.mode` for testee `net` and tester
   `encoder`; returns (program, {name: learning-rate schedule})."""
   epochs = config.num_epochs
-  weights_set, weight_schedule = darts.weight_param_set(
+  weights_set, weight_schedule = nas_search.weight_param_set(
     WEIGHTS, config.weights_optim, steps_per_epoch, epochs
   )
-  alphas_set = darts.arch_param_set(ALPHAS, config.alphas_optim)
+  alphas_set = nas_search.arch_param_set(ALPHAS, config.alphas_optim)
   mode = config.lpt.mode
   schedules = {'weights': weight_schedule}
   # The core asks every validation set to be supporting in some stage; in
@@ -184,7 +183,7 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
   )
   if mode == 'difficulty_only':
     program = core.Program(
-      param_sets=[weights_set, alphas_set, darts.arch_param_set(SELECTION, config.creator_optim)],
+      param_sets=[weights_set, alphas_set, nas_search.arch_param_set(SELECTION, config.creator_optim)],
       stages=[testee],
       validation=core.Validation(
         difficulty_only_validation_loss(net), {ALPHAS: 'minimize', SELECTION: 'maximize'}, data=DATA
@@ -192,10 +191,10 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
     )
     return program, schedules
   executor = tester.make_executor(num_classes)
-  encoder_set, tester_schedule = darts.weight_param_set(
+  encoder_set, tester_schedule = nas_search.weight_param_set(
     ENCODER, config.tester_optim, steps_per_epoch, epochs
   )
-  executor_set, _ = darts.weight_param_set(EXECUTOR, config.tester_optim, steps_per_epoch, epochs)
+  executor_set, _ = nas_search.weight_param_set(EXECUTOR, config.tester_optim, steps_per_epoch, epochs)
   schedules['tester'] = tester_schedule
   tester_stage = core.Stage(
     'tester',
@@ -212,7 +211,7 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
       alphas_set,
       encoder_set,
       executor_set,
-      darts.arch_param_set(CREATOR, config.creator_optim),
+      nas_search.arch_param_set(CREATOR, config.creator_optim),
     ],
     stages=[testee, tester_stage],
     validation=core.Validation(
@@ -226,7 +225,7 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
 
 def init_lpt(key, net, encoder, config, *, num_classes: int, image_shape, bank_size: int):
   """(params by set name, model state) of a fresh LPT program."""
-  weights, alphas, testee_stats = darts.init_supernet(net, key, image_shape, config.net.nodes)
+  weights, alphas, testee_stats = nas_search.init_supernet(net, key, image_shape)
   params = {WEIGHTS: weights, ALPHAS: alphas}
   model_state = {TESTEE_STATS: testee_stats}
   if config.lpt.mode == 'difficulty_only':
@@ -298,30 +297,30 @@ class Monitor:
     return monitor_metrics(self.results(state)) if len(self.indices) else {}
 
   def describe(self, state) -> dict:
-    summary = darts.describe_alphas(state.params[ALPHAS], self.config.net)
+    summary = nas_search.describe_alphas(state.params[ALPHAS], self.config.net)
     if len(self.indices):
-      summary['selection_histogram'] = selection_histogram(self.results(state)['selection'])
+      summary['selection_histogram'] = lpt_plots.selection_histogram(self.results(state)['selection'])
     return summary
 
   def write_artifacts(self, state, workdir: str, history) -> None:
     """DARTS' genotype and alpha plots, the selection weights over epochs and
     the most / least selected monitored examples."""
-    darts.write_search_artifacts(state.params[ALPHAS], self.config.net, workdir, history)
+    nas_search.write_search_artifacts(state.params[ALPHAS], self.config.net, workdir, history)
     if not len(self.indices):
       return
     plots = os.path.join(workdir, 'plots')
     snapshots = [h for h in history if 'selection_histogram' in h['describe']]
     result = self.results(state)
-    plot_selection_over_time(
+    lpt_plots.plot_selection_over_time(
       [h['describe']['selection_histogram'] for h in snapshots]
-      or [selection_histogram(result['selection'])],
+      or [lpt_plots.selection_histogram(result['selection'])],
       [h['epoch'] for h in snapshots] or ['now'],
       os.path.join(plots, 'selection_over_time.png'),
     )
     rows = []
     for title, picks in zip(
       ('most selected', 'least selected'),
-      extremes(result['selection'], self.config.lpt.grid_examples),
+      lpt_plots.extremes(result['selection'], self.config.lpt.grid_examples),
     ):
       images, labels = self.data.source.get(self.indices[picks])
       rows.append(
@@ -332,7 +331,7 @@ class Monitor:
           result['selection'][picks],
         )
       )
-    plot_selection_extremes(rows, os.path.join(plots, 'selection_extremes.png'))
+    lpt_plots.plot_selection_extremes(rows, os.path.join(plots, 'selection_extremes.png'))
 
 
 def monitor_metrics(result) -> dict:
@@ -346,62 +345,9 @@ def monitor_metrics(result) -> dict:
   }
 
 
-def selection_histogram(selection) -> list[int]:
-  counts, _ = np.histogram(selection, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
-  return counts.tolist()
-
-
-def plot_selection_over_time(histograms, epochs, path: str) -> None:
-  """The distribution of the current test's selection weights per epoch."""
-  counts = np.asarray(histograms, np.float64).T
-  counts /= np.maximum(counts.sum(axis=0, keepdims=True), 1.0)
-  fig = Figure(figsize=(1.5 + 0.4 * max(len(epochs), 4), 4))
-  ax = fig.add_subplot()
-  image = ax.imshow(
-    counts,
-    origin='lower',
-    aspect='auto',
-    cmap='viridis',
-    extent=(-0.5, len(epochs) - 0.5, 0.0, 1.0),
-  )
-  ax.set_xticks(range(len(epochs)), [str(e) for e in epochs])
-  ax.set_xlabel('epoch')
-  ax.set_ylabel('selection weight f(d)')
-  ax.set_title('selection weights of the created test')
-  fig.colorbar(image, ax=ax, label='fraction of monitored bank examples')
-  fig.savefig(path, dpi=100, bbox_inches='tight')
-
-
-def extremes(selection, count: int) -> tuple[np.ndarray, np.ndarray]:
-  """Positions of the `count` most and the `count` least selected examples."""
-  order = np.argsort(selection, kind='stable')
-  count = min(count, len(order))
-  return order[::-1][:count], order[:count]
-
-
-def plot_selection_extremes(rows, path: str) -> None:
-  """One row per (title, unit-float images, labels, selection weights)."""
-  count = max(len(r[1]) for r in rows)
-  fig = Figure(figsize=(1.3 * count, 1.6 * len(rows)))
-  axes = fig.subplots(len(rows), count, squeeze=False)
-  for r, (title, images, labels, selection) in enumerate(rows):
-    for c, ax in enumerate(axes[r]):
-      ax.set_xticks([])
-      ax.set_yticks([])
-      if c >= len(images):
-        continue
-      gray = images[c].shape[-1] == 1
-      ax.imshow(
-        images[c][..., 0] if gray else images[c], cmap='gray' if gray else None, vmin=0, vmax=1
-      )
-      ax.set_title(f'f={selection[c]:.2f} y={labels[c]}', fontsize=7)
-    axes[r][0].set_ylabel(title, fontsize=8)
-  fig.savefig(path, dpi=100, bbox_inches='tight')
-
-
 # -- the skill -------------------------------------------------------------------
 def check_config(config) -> None:
-  darts.check_config(config)
+  nas_search.check_config(config)
   config_check.one_of(config, 'lpt.mode', MODES)
   config_check.one_of(config, 'lpt.encoder', tester.ENCODERS)
   config_check.positive(config, 'lpt.weight_lambda', allow_zero=True)
@@ -412,7 +358,7 @@ def check_config(config) -> None:
 
 
 def build(config) -> base.SkillSetup:
-  train_stream, bank_stream, info, data = darts.search_streams(config)
+  train_stream, bank_stream, info, data = nas_search.search_streams(config)
   tester_val_stream = stream_lib.BatchStream(
     data.source,
     data.architecture_indices,
@@ -425,7 +371,7 @@ def build(config) -> base.SkillSetup:
   position_of[bank] = np.arange(len(bank), dtype=np.int32)
   steps_per_epoch = min(train_stream.steps_per_epoch, bank_stream.steps_per_epoch)
   mode = config.lpt.mode
-  net = darts.make_supernet(config.net, info.num_classes)
+  net = nas_search.make_supernet(config.net, info.num_classes)
   encoder = tester.make_encoder(config.lpt.encoder)
   program, schedules = lpt_program(net, encoder, info.num_classes, config, steps_per_epoch)
 

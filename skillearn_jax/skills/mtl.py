@@ -8,20 +8,20 @@ validation stage minimizes L_1^val + alpha * sum_{k>1} L_k^val over A. The
 paper sets alpha = beta = 1 (K = 2, CIFAR-100 first). Unlike IL there is no
 interaction: the encoders of different tasks never see each other, which is
 the point of the ablation. Tasks, supernets, streams and summed losses come
-from the IL module.
+from `multitask`, shared with IL.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
+from skillearn_jax import config_check
 from skillearn_jax import core
-from skillearn_jax.run import config_check
 from skillearn_jax.skills import base
-from skillearn_jax.skills import darts
-from skillearn_jax.skills import il
+from skillearn_jax.skills import multitask
+from skillearn_jax.skills import nas_search
 
-ALPHAS = darts.ALPHAS
+ALPHAS = nas_search.ALPHAS
 STAGE = 'train'
 
 
@@ -57,11 +57,11 @@ def mtl_program(
         STAGE,
         active=[weights_set(l) for l in labels],
         supporting=[arch_set.name],
-        loss=il.summed_task_loss(losses, task_weights(labels, train_tradeoff)),
+        loss=multitask.summed_task_loss(losses, task_weights(labels, train_tradeoff)),
       )
     ],
     validation=core.Validation(
-      il.summed_task_loss(losses, task_weights(labels, val_tradeoff)),
+      multitask.summed_task_loss(losses, task_weights(labels, val_tradeoff)),
       {arch_set.name: 'minimize'},
       data='val',
     ),
@@ -69,37 +69,35 @@ def mtl_program(
 
 
 def check_config(config) -> None:
-  darts.check_config(config)
-  il.parse_tasks(config.mtl.tasks, 'mtl.tasks')
+  nas_search.check_config(config)
+  multitask.parse_tasks(config.mtl.tasks, 'mtl.tasks')
   config_check.positive(config, 'mtl.train_tradeoff', allow_zero=True)
   config_check.positive(config, 'mtl.val_tradeoff', allow_zero=True)
 
 
 def build(config) -> base.SkillSetup:
-  tasks = il.parse_tasks(config.mtl.tasks, 'mtl.tasks')
-  learners = il.build_learners(config, tasks, 'mtl.tasks')
+  tasks = multitask.parse_tasks(config.mtl.tasks, 'mtl.tasks')
+  learners = multitask.build_learners(config, tasks, 'mtl.tasks')
   labels = [l.label for l in learners]
-  per_epoch = il.steps_per_epoch(learners)
-  weight_set, schedule = il.weight_sets(config, per_epoch)
+  per_epoch = multitask.steps_per_epoch(learners)
+  weight_set, schedule = multitask.weight_sets(config, per_epoch)
   program = mtl_program(
     labels,
     train_tradeoff=float(config.mtl.train_tradeoff),
     val_tradeoff=float(config.mtl.val_tradeoff),
-    task_loss=lambda k, label: darts.classification_loss(
+    task_loss=lambda k, label: nas_search.classification_loss(
       learners[k].net, weights=weights_set(label), alphas=ALPHAS, stats=label
     ),
     weight_set=weight_set,
-    arch_set=darts.arch_param_set(ALPHAS, config.alphas_optim),
+    arch_set=nas_search.arch_param_set(ALPHAS, config.alphas_optim),
   )
 
   def init(key):
-    encoder, heads, alphas, stats = il.init_task_nets(
-      [l.net for l in learners], key, learners[0].info.image_shape, config.net.nodes
-    )
+    encoder, heads, alphas, stats = multitask.init_task_nets([l.net for l in learners], key, learners[0].info.image_shape)
     params, model_state = {ALPHAS: alphas}, {}
     for label, head in zip(labels, heads):
-      params[weights_set(label)] = il.fresh_copy({**encoder, **head})
-      model_state[label] = il.fresh_copy(stats)
+      params[weights_set(label)] = multitask.fresh_copy({**encoder, **head})
+      model_state[label] = multitask.fresh_copy(stats)
     return params, model_state
 
   def batches_at(step):
@@ -108,16 +106,16 @@ def build(config) -> base.SkillSetup:
       'val': {l.label: l.val_stream.batch_at(step) for l in learners},
     }
 
-  applies = [darts.eval_apply(l.net) for l in learners]
+  applies = [nas_search.eval_apply(l.net) for l in learners]
 
   def evaluate(state):
     models = {
       label: {f'{label}_accuracy': (state.params[weights_set(label)], state.model_state[label])}
       for label in labels
     }
-    return il.task_accuracies(learners, models, state.params[ALPHAS], config, applies)
+    return multitask.task_accuracies(learners, models, state.params[ALPHAS], config, applies)
 
-  return il.alphas_search_setup(
+  return nas_search.alphas_search_setup(
     config,
     program=program,
     init=init,

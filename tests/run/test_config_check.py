@@ -6,7 +6,7 @@ import pytest
 from configs import darts as darts_config
 from configs import eval_cifar
 from configs import hpo_ridge
-from skillearn_jax.run import config_check
+from skillearn_jax import config_check
 
 
 def _nested(**values):

@@ -14,7 +14,7 @@ from configs import eval_imagenet
 from skillearn_jax.nas import genotypes
 from skillearn_jax.run import checkpoints
 from skillearn_jax.run import compilation_cache
-from skillearn_jax.run import config_check
+from skillearn_jax import config_check
 from skillearn_jax.run import evaluate
 from skillearn_jax.run import runner
 from skillearn_jax.run import writers

@@ -8,7 +8,7 @@ import pytest
 from configs import hpo_ridge
 from tests import conftest
 from skillearn_jax.run import checkpoints
-from skillearn_jax.run import config_check
+from skillearn_jax import config_check
 from skillearn_jax.run import resume_check
 from skillearn_jax.run import runner
 

@@ -12,7 +12,7 @@ from tests import conftest
 from skillearn_jax import core
 from skillearn_jax import skills
 from skillearn_jax.run import checkpoints
-from skillearn_jax.run import config_check
+from skillearn_jax import config_check
 from skillearn_jax.run import runner
 from skillearn_jax.run import search
 from skillearn_jax.run import writers

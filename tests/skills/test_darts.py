@@ -11,7 +11,7 @@ from configs import darts as darts_config
 from skillearn_jax import core
 from skillearn_jax.nas import search_network
 from skillearn_jax.run import compile_watch
-from skillearn_jax.run import config_check
+from skillearn_jax import config_check
 from skillearn_jax.skills import darts
 
 

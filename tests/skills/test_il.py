@@ -11,7 +11,7 @@ import pytest
 from configs import il_darts
 from skillearn_jax import core
 from skillearn_jax.nas import search_network
-from skillearn_jax.run import config_check
+from skillearn_jax import config_check
 from skillearn_jax.skills import darts
 from skillearn_jax.skills import il
 

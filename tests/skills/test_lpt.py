@@ -20,7 +20,7 @@ from configs import lpt_darts
 from skillearn_jax import core
 from skillearn_jax.data import catalog
 from skillearn_jax.nas import tester
-from skillearn_jax.run import config_check
+from skillearn_jax import config_check
 from skillearn_jax.skills import lpt
 
 CLASSES = 2

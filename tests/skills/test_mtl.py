@@ -9,7 +9,7 @@ import pytest
 
 from configs import mtl_darts
 from skillearn_jax import core
-from skillearn_jax.run import config_check
+from skillearn_jax import config_check
 from skillearn_jax.skills import mtl
 
 LABELS = ('big', 'small')

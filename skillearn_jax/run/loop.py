@@ -1,0 +1,223 @@
+"""The one training loop: every experiment, search or evaluation, runs through it.
+
+This module owns a run in a workdir (`train_and_evaluate(config, workdir, experiment)`): it
+restores the last checkpoint when there is one (refusing one of another config:
+`resume_check`), jits the experiment's pure step data parallel over the local devices, feeds
+it the batches of each step, stops loudly on a non-finite metric, evaluates and describes the
+state at epoch ends, logs metrics (metrics.jsonl, TensorBoard, progress lines), checkpoints,
+reports what the model init and the first step spent compiling (`compile_watch`), and writes
+summary.json and the learning curves once, at the end. One seeding convention: the root key
+is `jax.random.key(config.seed, impl=config.rng_impl)`; the init folds in 0, step s folds in
+1 then s. Batches and keys are pure functions of the step, so a resumed run repeats an
+uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import jax
+
+from skillearn_jax.run import checkpoints
+from skillearn_jax.run import compile_watch
+from skillearn_jax.run import plots
+from skillearn_jax.run import progress as progress_lib
+from skillearn_jax.run import resume_check
+from skillearn_jax.run import sharding
+from skillearn_jax.run import writers
+from skillearn_jax.skills import base
+
+
+class NonFiniteError(FloatingPointError):
+  """A loss or hypergradient became NaN or infinite."""
+
+
+def root_key(config) -> jax.Array:
+  """The run's root key; the init takes `fold_in(root, 0)`, step s `fold_in(fold_in(root, 1),
+  s)`."""
+  return jax.random.key(config.seed, impl=config.rng_impl)
+
+
+def check_finite(step: int, metrics) -> None:
+  """Raises NonFiniteError naming the step, the stage and the quantity."""
+  for name in sorted(metrics):
+    value = float(metrics[name])
+    if not math.isfinite(value):
+      stage, _, quantity = name.partition('/')
+      if stage == 'hypergrad':
+        stage, quantity = 'validation', f'hypergradient of {quantity}'
+      elif stage == 'val':
+        stage = 'validation'
+      raise NonFiniteError(
+        f'non-finite value at step {step}: stage {stage!r}, quantity '
+        f'{quantity!r} = {value}. The last good checkpoint is kept; lower '
+        'the learning rates or check the data.'
+      )
+
+
+def record_snapshot(history: list, epoch: int, step: int, describe) -> list:
+  """`history` with the snapshot of `epoch` taken at `step`.
+
+  A run stopped mid-epoch (`max_steps`) records where it stopped; resumed,
+  it replaces that snapshot at the epoch's end, so its history (the alpha
+  heatmaps' columns) equals an uninterrupted run's.
+  """
+  if history and history[-1]['epoch'] == epoch:
+    history = history[:-1]
+  return history + [{'epoch': epoch, 'step': step, 'describe': describe}]
+
+
+def total_steps(config, steps_per_epoch: int) -> int:
+  total = config.num_epochs * steps_per_epoch
+  return min(total, config.max_steps) if config.max_steps > 0 else total
+
+
+def _held_out(experiment: base.Experiment, eval_fn, state, mesh) -> dict:
+  metrics = dict(experiment.evaluate(state)) if experiment.evaluate else {}
+  if experiment.eval_step:
+    totals = None
+    for batch in experiment.eval_batches():
+      sums = jax.device_get(eval_fn(state, sharding.shard_batch(batch, mesh)))
+      totals = sums if totals is None else {k: totals[k] + sums[k] for k in totals}
+    metrics.update(experiment.eval_metrics(totals))
+  return metrics
+
+
+def _recorded_end(metrics_path: str) -> dict:
+  """The last logged metrics of a run with nothing left to run."""
+  rows = writers.read_jsonl(metrics_path) if os.path.exists(metrics_path) else []
+  return {k: v for k, v in rows[-1].items() if k != 'step'} if rows else {}
+
+
+def train_and_evaluate(
+  config, workdir: str, experiment: base.Experiment, *, cache_on: bool = False
+) -> dict:
+  """Runs (or resumes) `experiment` in `workdir`; returns the summary."""
+  exp = experiment
+  os.makedirs(workdir, exist_ok=True)
+  ckpt = checkpoints.Checkpointer(
+    os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints
+  )
+  start_step = ckpt.latest_step() or 0
+  resume_check.check_same_run(config, workdir, resuming=start_step > 0)
+  primary = jax.process_index() == 0  # one writer when several hosts run
+  if primary:
+    writers.write_json_atomic(os.path.join(workdir, 'config.json'), config.to_dict())
+    if exp.prepare_workdir:
+      exp.prepare_workdir(workdir)
+  key = root_key(config)
+  compiles = compile_watch.RunnerCompiles(cache_on=cache_on)
+  with compiles.model_init():
+    state = exp.init(jax.random.fold_in(key, 0))
+
+  steps_per_epoch = exp.steps_per_epoch
+  last_step = total_steps(config, steps_per_epoch)
+  history: list = []
+  epoch_sums = {name: 0.0 for name in exp.epoch_means}
+  if start_step:
+    state, extra = ckpt.restore(state, start_step)
+    history = list(extra.get('history', []))
+    epoch_sums = dict(extra.get('epoch_sums', epoch_sums))
+
+  mesh = sharding.make_mesh()
+  state = sharding.replicate(state, mesh)
+  step_fn = sharding.jit_data_parallel(exp.step, mesh, donate=True)
+  eval_fn = exp.eval_step and jax.jit(
+    exp.eval_step,
+    in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+    out_shardings=sharding.replicated(mesh),
+  )
+  eval_every = config.get('eval_every_epochs', 1)
+  # start_step drops log lines and TensorBoard events written after the
+  # checkpoint, so a resumed run's logs equal an uninterrupted run's.
+  writer = writers.MetricWriter(workdir, start_step=start_step)
+  progress = progress_lib.Progress(
+    last_step, steps_per_epoch, start_step=start_step, batch_size=exp.batch_size
+  )
+  step_key = jax.random.fold_in(key, 1)
+  last_metrics: dict = {}
+
+  def save(step):
+    extra = {}
+    if exp.describe:
+      extra['history'] = history
+    if exp.epoch_means:
+      extra['epoch_sums'] = epoch_sums
+    ckpt.save(step, state, extra)
+
+  compiles.first_step(steps_to_run=start_step < last_step)
+  try:
+    batch = exp.batches_at(start_step) if start_step < last_step else None
+    for step in range(start_step, last_step):
+      t0 = time.perf_counter()
+      new_state, metrics = step_fn(
+        state, sharding.shard_batch(batch, mesh), jax.random.fold_in(step_key, step)
+      )
+      # Prepare the next batch on the host while the device works.
+      batch = exp.batches_at(step + 1) if step + 1 < last_step else None
+      metrics = writers.scalar_metrics(metrics)
+      check_finite(step, metrics)
+      state = new_state
+      seconds = time.perf_counter() - t0
+      if step == start_step:
+        compiles.first_step_done()
+      done = step + 1
+      epoch, position = divmod(step, steps_per_epoch)
+      epoch_end = position + 1 == steps_per_epoch
+      metrics['epoch'] = done / steps_per_epoch
+      metrics['step_seconds'] = seconds
+      if exp.batch_size:
+        metrics['examples_per_second'] = exp.batch_size / seconds
+      if exp.step_metrics:
+        metrics.update(exp.step_metrics(step))
+      for name in exp.epoch_means:
+        epoch_sums[name] += metrics[name]
+      if epoch_end or done == last_step:
+        if (epoch + 1) % eval_every == 0 or done == last_step:
+          metrics.update(_held_out(exp, eval_fn, state, mesh))
+        metrics.update(
+          {name.replace('/', '/epoch_'): total / (position + 1) for name, total in epoch_sums.items()}
+        )
+        if epoch_end:
+          epoch_sums = {name: 0.0 for name in exp.epoch_means}
+        if exp.describe:
+          history = record_snapshot(
+            history, math.ceil(done / steps_per_epoch), done, exp.describe(state)
+          )
+          if exp.write_artifacts and primary:
+            exp.write_artifacts(state, workdir, history)
+      last_metrics = metrics
+      if done % config.log_every_steps == 0 or epoch_end or done == last_step:
+        writer.write(done, metrics)
+        progress.update(done, metrics, seconds)
+      if done % config.checkpoint_every_steps == 0 or epoch_end:
+        save(done)
+    end_step = max(last_step, start_step)
+    if ckpt.latest_step() != end_step:
+      save(end_step)
+  finally:
+    compiles.close()
+    writer.close()
+    ckpt.close()
+
+  metrics_path = os.path.join(workdir, writers.METRICS_FILE)
+  last_metrics = last_metrics or _recorded_end(metrics_path)
+  steps = int(jax.device_get(state.step))
+  summary = {'steps': steps, 'epochs': steps / steps_per_epoch}
+  if exp.summary:
+    summary.update(exp.summary(state, last_metrics))
+  summary['final_metrics'] = last_metrics
+  # This process's model init and first step; a resumed run reports its own.
+  summary['compile'] = compiles.as_dict()
+  if primary:
+    if exp.write_artifacts and not history:
+      exp.write_artifacts(state, workdir, history)
+    writers.write_json_atomic(os.path.join(workdir, 'summary.json'), summary)
+    if os.path.exists(metrics_path) and writers.read_jsonl(metrics_path):
+      os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
+      plots.plot_learning_curves(
+        metrics_path, os.path.join(workdir, 'plots', 'learning_curves.png')
+      )
+  return summary
