@@ -72,23 +72,22 @@ def _program_and_state(args, skill: str, rng):
   from skillearn_jax import core  # pylint: disable=import-outside-toplevel
   from skillearn_jax.skills import darts  # pylint: disable=import-outside-toplevel
   from skillearn_jax.skills import il  # pylint: disable=import-outside-toplevel
+  from skillearn_jax.skills import nas_search  # pylint: disable=import-outside-toplevel
 
   config = _config(args)
   key = jax.random.PRNGKey(args.seed)
   if skill == 'darts':
-    net = darts.make_supernet(config.net, DARTS_CLASSES)
+    net = nas_search.make_supernet(config.net, DARTS_CLASSES)
     program, _ = darts.darts_program(net, config, STEPS_PER_EPOCH)
-    weights, alphas, stats = darts.init_supernet(net, key, IMAGE_SHAPE, config.net.nodes)
+    weights, alphas, stats = nas_search.init_supernet(net, key, IMAGE_SHAPE)
     params = {darts.WEIGHTS: weights, darts.ALPHAS: alphas}
     model_state = {'batch_stats': stats}
     batches = _batches(args, rng, {'train': DARTS_CLASSES, 'val': DARTS_CLASSES})
   else:
     labels = ('cifar100', 'cifar10')
-    nets = [darts.make_supernet(config.net, c) for c in IL_CLASSES]
+    nets = [nas_search.make_supernet(config.net, c) for c in IL_CLASSES]
     program, _ = il.supernet_program(nets, labels, config, STEPS_PER_EPOCH)
-    params, model_state = il.init_supernet_params(
-      nets, labels, config.il.rounds, key, IMAGE_SHAPE, config.net.nodes
-    )
+    params, model_state = il.init_supernet_params(nets, labels, config.il.rounds, key, IMAGE_SHAPE)
     classes = dict(zip(labels, IL_CLASSES))
     batches = _batches(args, rng, {**{f'train/{l}': c for l, c in classes.items()}, 'val': classes})
   state = core.init_state(program, params, model_state)

@@ -44,7 +44,7 @@ OPT_IN_METHODS = (('implicit', 2),)
 def _jax_config(args):
   from configs import common  # pylint: disable=import-outside-toplevel
 
-  c = common.base_config('darts')
+  c = common.program_config('darts')
   common.darts_search_blocks(c)
   c.data.batch_size = args.batch
   c.net.layers = args.layers
@@ -64,15 +64,16 @@ def run_jax(args, method: str, order: int) -> dict:
   from skillearn_jax import core  # pylint: disable=import-outside-toplevel
   from skillearn_jax.run import compilation_cache  # pylint: disable=import-outside-toplevel
   from skillearn_jax.skills import darts  # pylint: disable=import-outside-toplevel
+  from skillearn_jax.skills import nas_search  # pylint: disable=import-outside-toplevel
 
   if args.cache_dir:
     compilation_cache.enable(args.cache_dir)
   config = _jax_config(args)
-  net = darts.make_supernet(config.net, 10)
+  net = nas_search.make_supernet(config.net, 10)
   program, _ = darts.darts_program(net, config, steps_per_epoch=390)
   with host_memory.Releaser():  # as the runner builds its model
-    weights, alphas, stats = darts.init_supernet(
-      net, jax.random.PRNGKey(args.seed), (32, 32, 3), config.net.nodes
+    weights, alphas, stats = nas_search.init_supernet(
+      net, jax.random.PRNGKey(args.seed), (32, 32, 3)
     )
     state = core.init_state(
       program, {darts.WEIGHTS: weights, darts.ALPHAS: alphas}, {'batch_stats': stats}

@@ -53,16 +53,16 @@ def run_part(args, part: str) -> dict:
   from jax.flatten_util import ravel_pytree  # pylint: disable=import-outside-toplevel
   from configs import common  # pylint: disable=import-outside-toplevel
   from skillearn_jax.core import program as prog  # pylint: disable=import-outside-toplevel
-  from skillearn_jax.skills import darts  # pylint: disable=import-outside-toplevel
+  from skillearn_jax.skills import nas_search  # pylint: disable=import-outside-toplevel
 
-  config = common.base_config('darts')
+  config = common.program_config('darts')
   common.darts_search_blocks(config)
   config.net.layers, config.net.channels = args.layers, args.channels
-  net = darts.make_supernet(config.net, 10)
-  weights, alphas, stats = darts.init_supernet(
-    net, jax.random.PRNGKey(args.seed), (32, 32, 3), config.net.nodes
+  net = nas_search.make_supernet(config.net, 10)
+  weights, alphas, stats = nas_search.init_supernet(net, jax.random.PRNGKey(args.seed), (32, 32, 3))
+  loss = nas_search.classification_loss(
+    net, weights='weights', alphas='alphas', stats='batch_stats'
   )
-  loss = darts.classification_loss(net, weights='weights', alphas='alphas', stats='batch_stats')
   rng = np.random.default_rng(args.seed)
   batch = {
     'image': rng.normal(size=(args.batch, 32, 32, 3)).astype(np.float32),

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from skillearn_jax.count_params import count_eval_params
+from skillearn_jax.nas.eval_network import count_eval_params
 from skillearn_jax.nas import genotypes as G
 
 

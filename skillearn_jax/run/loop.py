@@ -178,7 +178,10 @@ def train_and_evaluate(
         if (epoch + 1) % eval_every == 0 or done == last_step:
           metrics.update(_held_out(exp, eval_fn, state, mesh))
         metrics.update(
-          {name.replace('/', '/epoch_'): total / (position + 1) for name, total in epoch_sums.items()}
+          {
+            name.replace('/', '/epoch_'): total / (position + 1)
+            for name, total in epoch_sums.items()
+          }
         )
         if epoch_end:
           epoch_sums = {name: 0.0 for name in exp.epoch_means}

@@ -51,8 +51,8 @@ def _flat(tree, prefix: str = '') -> dict:
 def differences(stored: dict, current: dict) -> list[str]:
   """'field: stored -> current' for each field that differs and may not."""
   old = {RENAMED.get(k, k): v for k, v in _flat(stored).items() if k not in RETIRED}
-  old = {**DEFAULTS_BEFORE, **old}
   new = _flat(current)
+  old.update({k: v for k, v in DEFAULTS_BEFORE.items() if k in new and k not in old})
   return [
     f'{field}: {old.get(field, _ABSENT)!r} -> {new.get(field, _ABSENT)!r}'
     for field in sorted(set(old) | set(new))

@@ -183,7 +183,11 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
   )
   if mode == 'difficulty_only':
     program = core.Program(
-      param_sets=[weights_set, alphas_set, nas_search.arch_param_set(SELECTION, config.creator_optim)],
+      param_sets=[
+        weights_set,
+        alphas_set,
+        nas_search.arch_param_set(SELECTION, config.creator_optim),
+      ],
       stages=[testee],
       validation=core.Validation(
         difficulty_only_validation_loss(net), {ALPHAS: 'minimize', SELECTION: 'maximize'}, data=DATA
@@ -194,7 +198,9 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
   encoder_set, tester_schedule = nas_search.weight_param_set(
     ENCODER, config.tester_optim, steps_per_epoch, epochs
   )
-  executor_set, _ = nas_search.weight_param_set(EXECUTOR, config.tester_optim, steps_per_epoch, epochs)
+  executor_set, _ = nas_search.weight_param_set(
+    EXECUTOR, config.tester_optim, steps_per_epoch, epochs
+  )
   schedules['tester'] = tester_schedule
   tester_stage = core.Stage(
     'tester',
@@ -299,7 +305,9 @@ class Monitor:
   def describe(self, state) -> dict:
     summary = nas_search.describe_alphas(state.params[ALPHAS], self.config.net)
     if len(self.indices):
-      summary['selection_histogram'] = lpt_plots.selection_histogram(self.results(state)['selection'])
+      summary['selection_histogram'] = lpt_plots.selection_histogram(
+        self.results(state)['selection']
+      )
     return summary
 
   def write_artifacts(self, state, workdir: str, history) -> None:

@@ -93,7 +93,9 @@ def build(config) -> base.SkillSetup:
   )
 
   def init(key):
-    encoder, heads, alphas, stats = multitask.init_task_nets([l.net for l in learners], key, learners[0].info.image_shape)
+    encoder, heads, alphas, stats = multitask.init_task_nets(
+      [l.net for l in learners], key, learners[0].info.image_shape
+    )
     params, model_state = {ALPHAS: alphas}, {}
     for label, head in zip(labels, heads):
       params[weights_set(label)] = multitask.fresh_copy({**encoder, **head})

@@ -270,7 +270,6 @@ def check_optimizers(config) -> None:
   config_check.positive(config, 'alphas_optim.weight_decay', allow_zero=True)
 
 
-
 def init_supernet(net, key, image_shape):
   """(weights, alphas, batch_stats) of a fresh supernet `net` (from `make_supernet` or a
   space's `supernet`), its α drawn by the space the network was built from."""

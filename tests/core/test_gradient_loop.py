@@ -187,14 +187,15 @@ def _tiny_supernet_step(gradient_loop_on, method='finite_difference', primitives
   from configs import common  # pylint: disable=import-outside-toplevel
   from skillearn_jax.nas import search_network  # pylint: disable=import-outside-toplevel
   from skillearn_jax.skills import darts  # pylint: disable=import-outside-toplevel
+  from skillearn_jax.skills import nas_search  # pylint: disable=import-outside-toplevel
 
-  config = common.base_config('darts')
+  config = common.program_config('darts')
   common.darts_search_blocks(config)
   config.net.layers, config.net.nodes, config.net.channels = 2, 2, 4
   config.net.multiplier = 2
-  net = darts.make_supernet(config.net, 3)
+  net = nas_search.make_supernet(config.net, 3)
   if primitives is None:
-    weights, alphas, stats = darts.init_supernet(net, jax.random.PRNGKey(0), (8, 8, 3), 2)
+    weights, alphas, stats = nas_search.init_supernet(net, jax.random.PRNGKey(0), (8, 8, 3))
   else:  # a smaller space and one cell, for a shorter compile
     net = net.clone(primitives=primitives, layers=1)
     alphas = jax.tree_util.tree_map(

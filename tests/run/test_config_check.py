@@ -5,8 +5,8 @@ import pytest
 
 from configs import darts as darts_config
 from configs import eval_cifar
-from configs import hpo_ridge
 from skillearn_jax import config_check
+from skillearn_jax import skills
 
 
 def _nested(**values):
@@ -55,36 +55,45 @@ def test_in_unit_interval(value, ok):
 )
 def test_a_negative_seed_is_refused_for_every_skill(get_config):
   config = get_config()
-  config_check.check(config)  # the shipped config passes
+  skills.check(config)  # the shipped config passes
   config.seed = -1
   with pytest.raises(
     config_check.ConfigError, match='config.seed: -1 is not allowed; must be >= 0'
   ):
-    config_check.check(config)
+    skills.check(config)
 
 
 @pytest.mark.parametrize(
-  'get_config,mode,allowed',
-  [
-    (lambda: darts_config.get_config('quick'), 'evaluate', 'search'),
-    (lambda: hpo_ridge.get_config('quick'), 'evaluate', 'search'),
-    (lambda: eval_cifar.get_config('quick'), 'search', 'evaluate'),
-  ],
+  'get_config',
+  [lambda: darts_config.get_config('quick'), lambda: eval_cifar.get_config('quick')],
 )
-def test_each_skill_runs_in_its_own_mode(get_config, mode, allowed):
+def test_an_unknown_experiment_lists_the_registered_ones(get_config):
   config = get_config()
-  config.mode = mode
+  config.experiment = 'teach'
   with pytest.raises(
     config_check.ConfigError,
-    match=rf"config.mode: '{mode}' is not allowed with skill "
-    rf"'{config.skill}'; allowed: \('{allowed}',\)",
+    match=r"config.experiment: 'teach' is not allowed; allowed: \('hpo_ridge', 'darts'",
   ):
-    config_check.check(config)
+    skills.check(config)
+
+
+def test_an_unknown_hypergradient_is_refused_naming_the_methods():
+  config = darts_config.get_config('quick')
+  config.hypergradient = 'newton'
+  with pytest.raises(
+    config_check.ConfigError, match=r"config.hypergradient: unknown method 'newton'; allowed: \("
+  ):
+    skills.check(config)
+
+
+def test_evaluation_configs_hold_no_hypergradient_fields():
+  assert 'hypergradient' not in eval_cifar.get_config('quick')
+  skills.check(eval_cifar.get_config('quick'))
 
 
 def test_an_unknown_exact_mode_is_refused():
   config = darts_config.get_config('exact')
-  config_check.check(config)
+  skills.check(config)
   config.exact_mode = 'sideways'
   with pytest.raises(
     config_check.ConfigError,
@@ -92,4 +101,4 @@ def test_an_unknown_exact_mode_is_refused():
     r"allowed: \('forward_over_reverse', "
     r"'reverse_over_reverse'\)",
   ):
-    config_check.check(config)
+    skills.check(config)

@@ -15,7 +15,7 @@ from skillearn_jax.nas import genotypes
 from skillearn_jax.run import checkpoints
 from skillearn_jax.run import compilation_cache
 from skillearn_jax import config_check
-from skillearn_jax.run import evaluate
+from skillearn_jax.skills import eval_cell
 from skillearn_jax.run import runner
 from skillearn_jax.run import writers
 
@@ -158,7 +158,7 @@ def test_recipes_hold_the_published_numbers():
 
 def test_learning_rate_schedules_step_once_per_epoch():
   spe = 10
-  cosine = evaluate.learning_rate_schedule(eval_cifar.get_config().optim, spe, 600)
+  cosine = eval_cell.learning_rate_schedule(eval_cifar.get_config().optim, spe, 600)
   for epoch, expected in (
     (0, 0.025),
     (150, 0.025 * (1 + math.cos(math.pi / 4)) / 2),
@@ -167,13 +167,13 @@ def test_learning_rate_schedules_step_once_per_epoch():
   ):
     for step in (epoch * spe, epoch * spe + spe - 1):
       assert float(cosine(step)) == pytest.approx(expected, abs=1e-8), (epoch, step)
-  exponential = evaluate.learning_rate_schedule(eval_imagenet.get_config().optim, spe, 250)
+  exponential = eval_cell.learning_rate_schedule(eval_imagenet.get_config().optim, spe, 250)
   for epoch in (0, 1, 10, 100):
     assert float(exponential(epoch * spe + spe // 2)) == pytest.approx(0.1 * 0.97**epoch, rel=1e-5)
 
 
 def test_drop_path_ramps_linearly_with_the_epoch():
-  prob = lambda step: evaluate.drop_path_prob_at(step, 10, 600, 0.2)
+  prob = lambda step: eval_cell.drop_path_prob_at(step, 10, 600, 0.2)
   assert prob(0) == prob(9) == 0.0
   assert prob(10) == pytest.approx(0.2 / 600)
   assert prob(3000) == pytest.approx(0.1)
@@ -189,10 +189,10 @@ def test_label_smoothing_loss_by_hand():
   eps = 0.1
   first = log_z[0] - (1 - eps + eps / 3) * 2.0
   second = log_z[1] - (eps / 3 * 1.0 + (1 - eps + eps / 3) * -1.0)
-  assert float(evaluate.classification_loss(logits, labels, eps)) == pytest.approx(
+  assert float(eval_cell.classification_loss(logits, labels, eps)) == pytest.approx(
     (first + second) / 2, rel=1e-6
   )
-  assert float(evaluate.classification_loss(logits, labels)) == pytest.approx(
+  assert float(eval_cell.classification_loss(logits, labels)) == pytest.approx(
     (log_z[0] - 2.0 + log_z[1] + 1.0) / 2, rel=1e-6
   )
 

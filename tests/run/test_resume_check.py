@@ -65,3 +65,12 @@ def test_resuming_under_another_seed_is_refused_unless_allowed(tmp_path):
     assert json.load(f)['seed'] == 0  # left as it was
   summary = runner.run(_config(seed=1, allow_config_change=True), workdir)
   assert summary['steps'] > 3
+
+
+def test_an_older_workdir_config_resumes_under_the_renamed_and_retired_fields():
+  stored = {'skill': 'darts', 'mode': 'search', 'seed': 0}
+  current = {'experiment': 'darts', 'rng_impl': 'threefry2x32', 'seed': 0}
+  assert resume_check.differences(stored, current) == []
+  assert resume_check.differences(stored, {**current, 'rng_impl': 'rbg'}) == [
+    "rng_impl: 'threefry2x32' -> 'rbg'"
+  ]

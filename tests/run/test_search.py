@@ -14,7 +14,7 @@ from skillearn_jax import skills
 from skillearn_jax.run import checkpoints
 from skillearn_jax import config_check
 from skillearn_jax.run import runner
-from skillearn_jax.run import search
+from skillearn_jax.run import loop
 from skillearn_jax.run import writers
 
 
@@ -98,23 +98,23 @@ def test_same_seed_repeats_and_other_seed_differs(tmp_path):
 def test_non_finite_loss_stops_naming_step_stage_and_quantity(tmp_path):
   workdir = str(tmp_path / 'nan')
   config = _config(**{'ridge.weight_lr': 5.0, 'num_epochs': 60})
-  with pytest.raises(search.NonFiniteError, match=r"at step \d+: stage '\w+', quantity '[\w/ ]+'"):
+  with pytest.raises(loop.NonFiniteError, match=r"at step \d+: stage '\w+', quantity '[\w/ ]+'"):
     runner.run(config, workdir)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
   last = ckpt.latest_step()
   assert last is not None
   setup = skills.build(config)
-  params, ms = setup.init(jax.random.PRNGKey(0))
+  params, ms = setup.init(jax.random.key(0))
   template = core.init_state(setup.program, params, ms)
   state, _ = ckpt.restore(template, last)
   assert np.all(np.isfinite(np.asarray(state.params['w'])))
 
 
 def test_a_mid_epoch_snapshot_is_replaced_at_the_epochs_end():
-  history = search.record_snapshot([], 1, 3, 'a')
-  stopped = search.record_snapshot(history, 2, 4, 'b')  # max_steps=4
+  history = loop.record_snapshot([], 1, 3, 'a')
+  stopped = loop.record_snapshot(history, 2, 4, 'b')  # max_steps=4
   assert [h['step'] for h in stopped] == [3, 4]
-  resumed = search.record_snapshot(stopped, 2, 6, 'c')  # the epoch's end
+  resumed = loop.record_snapshot(stopped, 2, 6, 'c')  # the epoch's end
   assert resumed == [
     {'epoch': 1, 'step': 3, 'describe': 'a'},
     {'epoch': 2, 'step': 6, 'describe': 'c'},
@@ -124,12 +124,13 @@ def test_a_mid_epoch_snapshot_is_replaced_at_the_epochs_end():
 
 def test_check_finite_names_hypergradients_as_validation_stage():
   with pytest.raises(
-    search.NonFiniteError,
+    loop.NonFiniteError,
     match="step 3: stage 'validation', quantity 'hypergradient of alphas/norm'",
   ):
-    search.check_finite(3, {'hypergrad/alphas/norm': float('nan')})
+    loop.check_finite(3, {'hypergrad/alphas/norm': float('nan')})
 
 
-def test_unknown_mode_is_refused_before_anything_runs(tmp_path):
-  with pytest.raises(config_check.ConfigError, match="config.mode: 'teach'"):
-    runner.run(_config(mode='teach'), str(tmp_path))
+def test_unknown_experiment_is_refused_before_anything_runs(tmp_path):
+  with pytest.raises(config_check.ConfigError, match="config.experiment: 'teach'"):
+    runner.run(_config(experiment='teach'), str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')

@@ -12,6 +12,8 @@ from skillearn_jax import core
 from skillearn_jax.nas import search_network
 from skillearn_jax.run import compile_watch
 from skillearn_jax import config_check
+from skillearn_jax import skills
+from skillearn_jax.skills import nas_search
 from skillearn_jax.skills import darts
 
 
@@ -25,9 +27,9 @@ OFFICIAL_EPSILON = 0.01
 def tiny():
   c = darts_config.get_config('quick')
   c.net.layers, c.net.nodes, c.net.multiplier, c.net.channels = 2, 2, 2, 4
-  net = darts.make_supernet(c.net, 5)
+  net = nas_search.make_supernet(c.net, 5)
   program, schedule = darts.darts_program(net, c, steps_per_epoch=10)
-  weights, alphas, stats = darts.init_supernet(net, jax.random.PRNGKey(0), (8, 8, 1), c.net.nodes)
+  weights, alphas, stats = nas_search.init_supernet(net, jax.random.PRNGKey(0), (8, 8, 1))
   state = core.init_state(program, {'weights': weights, 'alphas': alphas}, {'batch_stats': stats})
   rng = np.random.default_rng(0)
   batch = lambda: {
@@ -176,7 +178,9 @@ def test_loss_second_derivative_forward_over_reverse_equals_reverse():
     lambda a: net.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 1)), a, train=False)
   )(alphas)
   weights, stats = variables['params'], variables['batch_stats']
-  loss = darts.classification_loss(net, weights='weights', alphas='alphas', stats='batch_stats')
+  loss = nas_search.classification_loss(
+    net, weights='weights', alphas='alphas', stats='batch_stats'
+  )
   rng = np.random.default_rng(0)
   batch = {
     'image': rng.normal(size=(4, 8, 8, 1)).astype(np.float32),
@@ -255,11 +259,11 @@ def test_weight_schedule_is_per_epoch_cosine(tiny):
 
 
 def test_equal_networks_share_one_jitted_apply():
-  net = darts.make_supernet(darts_config.get_config('quick').net, 10)
-  twin = darts.make_supernet(darts_config.get_config('quick').net, 10)
-  other = darts.make_supernet(darts_config.get_config('quick').net, 5)
-  assert net is not twin and darts._train_apply(net) is darts._train_apply(twin)
-  assert darts._train_apply(other) is not darts._train_apply(net)
+  net = nas_search.make_supernet(darts_config.get_config('quick').net, 10)
+  twin = nas_search.make_supernet(darts_config.get_config('quick').net, 10)
+  other = nas_search.make_supernet(darts_config.get_config('quick').net, 5)
+  assert net is not twin and nas_search._train_apply(net) is nas_search._train_apply(twin)
+  assert nas_search._train_apply(other) is not nas_search._train_apply(net)
   # A module with an unhashable field still gets a working apply, unshared.
   listed = search_network.SearchNetwork(
     channels=4,
@@ -274,7 +278,7 @@ def test_equal_networks_share_one_jitted_apply():
   alphas = search_network.init_alphas(jax.random.PRNGKey(1), nodes=1, num_ops=2)
   images = jnp.ones((2, 8, 8, 1))
   variables = listed.init(jax.random.PRNGKey(0), images, alphas, train=False)
-  logits, _ = darts._train_apply(listed)(variables, images, alphas)
+  logits, _ = nas_search._train_apply(listed)(variables, images, alphas)
   assert logits.shape == (2, 10)
 
 
@@ -296,12 +300,7 @@ def test_every_epochs_evaluation_reuses_one_compiled_forward():
 @pytest.mark.parametrize(
   'field,value,message',
   [
-    (
-      'mode',
-      'evaluate',
-      r"config.mode: 'evaluate' is not allowed with skill "
-      r"'darts'; allowed: \('search',\)",
-    ),
+    ('experiment', 'teach', r"config.experiment: 'teach' is not allowed; allowed: \('hpo_ridge'"),
     ('weights_optim.lr', 0.0, 'config.weights_optim.lr: 0.0 is not allowed'),
     ('weights_optim.lr_min', 0.5, 'must be <= config.weights_optim.lr'),
     ('weights_optim.momentum', 1.5, r'must lie in \[0, 1\)'),
@@ -313,11 +312,11 @@ def test_every_epochs_evaluation_reuses_one_compiled_forward():
 )
 def test_check_config_names_the_field(field, value, message):
   c = darts_config.get_config('quick')
-  config_check.check(c)
+  skills.check(c)
   target = c
   *path, last = field.split('.')
   for part in path:
     target = target[part]
   target[last] = value
   with pytest.raises(config_check.ConfigError, match=message):
-    config_check.check(c)
+    skills.check(c)

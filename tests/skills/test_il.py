@@ -12,7 +12,9 @@ from configs import il_darts
 from skillearn_jax import core
 from skillearn_jax.nas import search_network
 from skillearn_jax import config_check
-from skillearn_jax.skills import darts
+from skillearn_jax import skills
+from skillearn_jax.skills import multitask
+from skillearn_jax.skills import nas_search
 from skillearn_jax.skills import il
 
 LABELS = ('a', 'b')
@@ -208,7 +210,7 @@ def test_config_errors_name_the_field(field, value, message):
   c = il_darts.get_config('quick')
   c.il[field] = value
   with pytest.raises(config_check.ConfigError, match=f'config.il.{field}.*{message}'):
-    config_check.check(c)
+    skills.check(c)
 
 
 def test_finite_differences_on_an_amplifying_chain_are_warned_about():
@@ -224,8 +226,8 @@ def test_finite_differences_on_an_amplifying_chain_are_warned_about():
 
 
 def test_tasks_accept_tuples_and_repeated_tasks_get_numbered_labels():
-  assert il.parse_tasks(('cifar10', 'cifar100'), 'il.tasks') == ('cifar10', 'cifar100')
-  assert il.learner_labels(('digits_a', 'digits_b', 'digits_a')) == (
+  assert multitask.parse_tasks(('cifar10', 'cifar100'), 'il.tasks') == ('cifar10', 'cifar100')
+  assert multitask.learner_labels(('digits_a', 'digits_b', 'digits_a')) == (
     'digits_a_1',
     'digits_b',
     'digits_a_2',
@@ -234,7 +236,7 @@ def test_tasks_accept_tuples_and_repeated_tasks_get_numbered_labels():
 
 def test_paper_defaults():
   c = il_darts.get_config()
-  assert il.parse_tasks(c.il.tasks, 'il.tasks') == ('cifar100', 'cifar10')
+  assert multitask.parse_tasks(c.il.tasks, 'il.tasks') == ('cifar100', 'cifar10')
   assert (c.il.rounds, c.il.lam) == (2, 100.0)
   assert c.hypergradient == 'finite_difference'
   assert (c.net.layers, c.net.channels) == (8, 16)
@@ -293,7 +295,7 @@ def test_a_step_traces_each_distinct_network_once(monkeypatch):
     return call(net, *args, **kwargs)
 
   monkeypatch.setattr(search_network.SearchNetwork, '__call__', counting_call)
-  darts._shared_train_apply.cache_clear()  # no trace left by an earlier test
+  nas_search._shared_train_apply.cache_clear()  # no trace left by an earlier test
   core.make_step(setup.program, method='first_order').trace(
     state, setup.batches_at(0), jax.random.PRNGKey(1)
   )

@@ -21,6 +21,8 @@ from skillearn_jax import core
 from skillearn_jax.data import catalog
 from skillearn_jax.nas import tester
 from skillearn_jax import config_check
+from skillearn_jax import skills
+from skillearn_jax.skills import lpt_plots
 from skillearn_jax.skills import lpt
 
 CLASSES = 2
@@ -270,7 +272,7 @@ def test_monitor_metrics_and_plots(tmp_path):
   monitor.write_artifacts(state, str(tmp_path), history)
   for name in ('plots/selection_over_time.png', 'plots/selection_extremes.png', 'genotype.json'):
     assert os.path.getsize(tmp_path / name) > 0, name
-  most, least = lpt.extremes(f, 3)
+  most, least = lpt_plots.extremes(f, 3)
   np.testing.assert_array_equal(np.sort(f[most]), np.sort(f)[-3:])
   np.testing.assert_array_equal(np.sort(f[least]), np.sort(f)[:3])
 
@@ -327,4 +329,4 @@ def test_check_config_names_the_field(field, value):
   group, name = field.split('.')
   c[group][name] = value
   with pytest.raises(config_check.ConfigError, match=f'config.{field}'):
-    config_check.check(c)
+    skills.check(c)

@@ -10,6 +10,7 @@ import pytest
 from configs import mtl_darts
 from skillearn_jax import core
 from skillearn_jax import config_check
+from skillearn_jax import skills
 from skillearn_jax.skills import mtl
 
 LABELS = ('big', 'small')
@@ -76,7 +77,7 @@ def test_config_errors_name_the_field(field, value, message):
   c = mtl_darts.get_config('quick')
   c.mtl[field] = value
   with pytest.raises(config_check.ConfigError, match=f'config.mtl.{field}.*{message}'):
-    config_check.check(c)
+    skills.check(c)
 
 
 def test_paper_defaults():
