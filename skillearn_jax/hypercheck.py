@@ -33,7 +33,7 @@ def main(argv):
   config = _CONFIG.value
   config_check.check(config)
   for m in _METHODS.value:
-    core.hypergradients.check_method(m)
+    core.hypergradients.lookup(m)  # refuses an unknown name before any compile
   setup = skills.build(config)
   key = jax.random.PRNGKey(config.seed)
   params, model_state = setup.init(jax.random.fold_in(key, 0))

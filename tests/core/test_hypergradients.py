@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from skillearn_jax import core
+from skillearn_jax.core import hypergradient_methods
 from skillearn_jax.skills import hpo_ridge
 
 XI = 0.05
@@ -327,3 +328,29 @@ def test_unknown_method_is_refused():
       key=jax.random.PRNGKey(0),
       method='magic',
     )
+
+
+def test_the_registry_names_the_core_methods():
+  assert tuple(hypergradient_methods.REGISTRY) == core.METHODS
+  assert core.METHODS == (
+    'exact',
+    'finite_difference',
+    'first_order',
+    'implicit',
+  )
+
+
+def test_lookup_refuses_an_unknown_method_naming_the_allowed_ones():
+  with pytest.raises(
+    ValueError,
+    match=r"hypergradient: unknown method 'magic'; allowed: \('exact', 'finite_difference', "
+    r"'first_order', 'implicit'\)",
+  ):
+    hypergradient_methods.lookup('magic')
+  assert hypergradient_methods.lookup('implicit') is hypergradient_methods.REGISTRY['implicit']
+
+
+def test_make_step_refuses_an_unknown_method_through_the_lookup():
+  program, _, _ = _ridge_state()
+  with pytest.raises(ValueError, match="hypergradient: unknown method 'magic'; allowed: "):
+    core.make_step(program, method='magic')
