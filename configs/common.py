@@ -14,14 +14,16 @@ def base_config(skill: str, mode: str = 'search') -> ml_collections.ConfigDict:
   c.skill = skill
   c.mode = mode  # search | evaluate
   c.seed = 0
-  c.hypergradient = 'exact'  # exact | finite_difference | first_order | implicit
+  # exact | finite_difference | first_order | implicit | implicit_cg
+  c.hypergradient = 'exact'
   c.order = 'validation_first'  # validation_first | stages_first
-  # how exact and implicit hypergradients take second derivatives (same
+  # how exact and implicit(_cg) hypergradients take second derivatives (same
   # numbers; forward over reverse needs less memory and compiles faster):
   # forward_over_reverse | reverse_over_reverse
   c.exact_mode = 'forward_over_reverse'
   c.fd_epsilon = 0.01
   c.neumann_steps = 10
+  c.cg_steps = 10  # implicit_cg's conjugate-gradient iterations per stage
   c.num_epochs = 1
   c.max_steps = -1  # > 0: stop after this many steps
   c.log_every_steps = 10

@@ -15,6 +15,7 @@ The methods (Skillearn Eq. 4-5):
 * ``first_order``: second-order terms dropped (xi -> 0).
 * ``implicit``: the implicit function theorem at each stage's unrolled
   solution, the inverse Hessian applied by a truncated Neumann series.
+* ``implicit_cg``: the same, the linear system solved by conjugate gradients.
 
 Every method returns the gradient of the validation objective (the sign for
 maximized sets is the engine's business) plus scalar metrics.

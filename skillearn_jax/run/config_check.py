@@ -57,6 +57,7 @@ def check(config) -> None:
   positive(config, 'seed', allow_zero=True)
   positive(config, 'fd_epsilon')
   positive(config, 'neumann_steps', allow_zero=True)
+  positive(config, 'cg_steps')
   positive(config, 'num_epochs')
   positive(config, 'log_every_steps')
   positive(config, 'checkpoint_every_steps')

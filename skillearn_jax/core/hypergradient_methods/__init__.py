@@ -18,6 +18,7 @@ from skillearn_jax.core.hypergradient_methods import (
   finite_difference,
   first_order,
   implicit,
+  implicit_cg,
 )
 
 REGISTRY: dict[str, Callable] = {
@@ -25,6 +26,7 @@ REGISTRY: dict[str, Callable] = {
   'finite_difference': finite_difference.finite_difference,
   'first_order': first_order.first_order,
   'implicit': implicit.implicit,
+  'implicit_cg': implicit_cg.implicit_cg,
 }
 METHODS = tuple(REGISTRY)
 

@@ -21,6 +21,7 @@ class HypergradientOptions:
   neumann_steps: int = 10
   neumann_lr: float | None = None  # default: each set's unroll rate xi
   exact_mode: str = 'forward_over_reverse'  # one of EXACT_MODES
+  cg_steps: int = 10  # implicit_cg's conjugate-gradient iterations per stage
 
   def __post_init__(self):
     if self.exact_mode not in EXACT_MODES:
