@@ -15,7 +15,7 @@ where peak_rss_mb also holds the compiler and the tracer) and gradient_loop
 instead of sending them through one loop body) and exact_mode (`--exact_mode`,
 how the exact and implicit rows take their second derivatives). JAX runs
 first order, second order exact and second order finite difference (and
-`implicit`, on request with `--methods`); the PyTorch reference
+`implicit` or `implicit_cg`, on request with `--methods`); the PyTorch reference
 (../shared/bench/torch_darts_ref.py, needs `pip install torch==2.13.0`) runs
 orders 1 and 2 with the same settings in the same invocation. Each
 configuration runs in its own process so peak RSS is its own. Batches are
@@ -38,7 +38,7 @@ TORCH_REF = os.path.join(ROOT, '..', 'shared', 'bench', 'torch_darts_ref.py')
 JAX_METHODS = (('first_order', 1), ('exact', 2), ('finite_difference', 2))
 # Measured on request (`--methods implicit`): the reference has no such step,
 # so its ratio is against the reference's finite-difference one.
-OPT_IN_METHODS = (('implicit', 2),)
+OPT_IN_METHODS = (('implicit', 2), ('implicit_cg', 2))
 
 
 def _jax_config(args):
@@ -112,7 +112,7 @@ def run_jax(args, method: str, order: int) -> dict:
     'order': order,
     'method': method,
     'gradient_loop': args.gradient_loop,
-    **({'exact_mode': args.exact_mode} if method in ('exact', 'implicit') else {}),
+    **({'exact_mode': args.exact_mode} if method in ('exact', 'implicit', 'implicit_cg') else {}),
     'batch': args.batch,
     'layers': args.layers,
     'channels': args.channels,

@@ -41,6 +41,7 @@ def program_config(experiment: str) -> ml_collections.ConfigDict:
   c.exact_mode = 'forward_over_reverse'
   c.fd_epsilon = 0.01
   c.neumann_steps = 10
+  c.cg_steps = 10  # implicit_cg's conjugate-gradient iterations per stage
   return c
 
 

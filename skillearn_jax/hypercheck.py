@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from skillearn_jax import core
 from skillearn_jax import skills
+from skillearn_jax.skills import base
 from skillearn_jax.run import compare_hypergradients
 from skillearn_jax.run import loop
 from skillearn_jax.run import options as options_lib
@@ -33,9 +34,9 @@ def main(argv):
   config = _CONFIG.value
   skills.check(config)
   for m in _METHODS.value:
-    core.hypergradients.check_method(m)
+    core.hypergradients.lookup(m)  # refuses an unknown name before any compile
   setup = skills.build(config)
-  if not isinstance(setup, skills.base.SkillSetup):
+  if not isinstance(setup, base.SkillSetup):
     raise app.UsageError(f'config.experiment: {config.experiment!r} is no Skillearn program')
   key = loop.root_key(config)
   params, model_state = setup.init(jax.random.fold_in(key, 0))

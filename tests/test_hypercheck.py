@@ -21,7 +21,7 @@ def test_hypercheck_ridge_reports_every_method_against_closed_form():
   ).stdout
   report = json.loads(out)
   methods = report['methods']
-  assert set(methods) == {'exact', 'finite_difference', 'first_order', 'implicit'}
+  assert set(methods) == {'exact', 'finite_difference', 'first_order', 'implicit', 'implicit_cg'}
   for method, per_set in methods.items():
     entry = per_set['log_lam']
     for key in (

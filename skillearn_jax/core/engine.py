@@ -126,7 +126,7 @@ def make_step(
   (`core.gradient_loop`): the same result from a program that compiles
   faster and in less memory.
   """
-  hg.check_method(method)
+  hg.lookup(method)  # refuses an unknown method now, not at the first trace
   if order not in ORDERS:
     raise ValueError(f'order: unknown value {order!r}; allowed: {ORDERS}')
 

@@ -1,33 +1,21 @@
 """Hypergradients of the validation objective w.r.t. the remaining sets.
 
-This module owns the four ways of differentiating the validation stage
-through the chain of learning stages (Skillearn Eq. 4-5):
+This module owns the public face of the hypergradient methods: `hypergradient`
+builds the chain of learning stages at one state and runs the method its name
+picks from the registry (`core.hypergradient_methods`, one module per method,
+where each is described), plus the names callers use: `HypergradientOptions`,
+`EXACT_MODES`, `METHODS`, `lookup` (the one check of a method name) and the
+shared `fd_radius` and `validation_metrics` that `core.gradient_loop` reuses.
+The methods (Skillearn Eq. 4-5):
 
-* ``exact``: the hypergradient to float rounding, two ways (``exact_mode``):
-  ``'forward_over_reverse'`` (the default) runs finite difference's reverse
-  sweep below with each stage's mixed second derivative times the adjoint
-  taken exactly, as the JVP of the stage's gradient along the adjoint;
-  ``'reverse_over_reverse'`` is `jax.grad` through the unrolled stage
-  updates, chains included. Both give the same numbers (tested); forward over
-  reverse keeps only one gradient's residuals where reverse over reverse
-  keeps those of the gradient's own backward pass too, so it needs less
-  memory and compiles a smaller program (README speed item 22). It needs
-  every `jax.custom_vjp` in the losses to sit where the inner gradient
-  linearizes it (the networks here have none left in their backward passes);
-  reverse over reverse has no such condition.
-* ``finite_difference``: a reverse sweep over the stages; each stage's
-  mixed second derivative times the adjoint vector is the central difference
-  of its gradient at W +/- eps*v with eps = fd_epsilon / ||v|| (DARTS
-  Eq. 7-8, Skillearn Eq. 17 and 22-24). All active sets of a stage are
-  perturbed jointly along their joint adjoint, which is the same directional
-  derivative as perturbing them one by one, at half the cost. T-step unrolls
-  are swept step by step (the W-W Hessian term uses the same difference).
-* ``first_order``: second-order terms dropped, i.e. xi -> 0: the validation
-  objective is differentiated at the current stage parameters.
+* ``exact``: the hypergradient to float rounding, forward over reverse or
+  reverse over reverse as ``exact_mode`` says (the same numbers).
+* ``finite_difference``: a reverse sweep whose mixed second derivatives are
+  central differences (DARTS Eq. 7-8, Skillearn Eq. 17 and 22-24).
+* ``first_order``: second-order terms dropped (xi -> 0).
 * ``implicit``: the implicit function theorem at each stage's unrolled
-  solution, the inverse Hessian applied by a truncated Neumann series with
-  exact Hessian-vector products, taken as ``exact_mode`` says (forward over
-  reverse by default); composes over chains of any depth.
+  solution, the inverse Hessian applied by a truncated Neumann series.
+* ``implicit_cg``: the same, the linear system solved by conjugate gradients.
 
 Every method returns the gradient of the validation objective (the sign for
 maximized sets is the engine's business) plus scalar metrics.
@@ -35,353 +23,27 @@ maximized sets is the engine's business) plus scalar metrics.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
-import optax
 
 from skillearn_jax.core import program as prog
-from skillearn_jax.core import unroll as unroll_lib
+from skillearn_jax.core.hypergradient_methods import METHODS, REGISTRY, lookup
+from skillearn_jax.core.hypergradient_methods.options import EXACT_MODES, HypergradientOptions
+from skillearn_jax.core.hypergradient_methods.shared import Chain, fd_radius, validation_metrics
 
 PyTree = Any
-tree_map = jax.tree_util.tree_map
-METHODS = ('exact', 'finite_difference', 'first_order', 'implicit')
-EXACT_MODES = ('forward_over_reverse', 'reverse_over_reverse')
 
-
-@dataclasses.dataclass(frozen=True)
-class HypergradientOptions:
-  """Knobs of the approximate methods."""
-
-  fd_epsilon: float = 0.01  # DARTS' R = 0.01 / ||v||
-  neumann_steps: int = 10
-  neumann_lr: float | None = None  # default: each set's unroll rate xi
-  exact_mode: str = 'forward_over_reverse'  # one of EXACT_MODES
-
-  def __post_init__(self):
-    if self.exact_mode not in EXACT_MODES:
-      raise ValueError(
-        f'HypergradientOptions.exact_mode: {self.exact_mode!r} '
-        f'is not allowed; allowed: {EXACT_MODES}'
-      )
-
-
-def check_method(method: str) -> str:
-  if method not in METHODS:
-    raise ValueError(f'hypergradient: unknown method {method!r}; allowed: {METHODS}')
-  return method
-
-
-def _add(a, b):
-  return tree_map(jnp.add, a, b)
-
-
-def _scale(tree, s):
-  return tree_map(lambda x: s * x, tree)
-
-
-def _per_set(fn, *trees):
-  return {n: fn(n, *(t[n] for t in trees)) for n in trees[0]}
-
-
-class _Chain:
-  """The stages of one program evaluated at one state, batches and keys."""
-
-  def __init__(self, program: prog.Program, params, opt_states, model_state, step, batches, key):
-    self.program = program
-    self.params = params
-    self.batches = batches
-    self.validation_sets = program.validation_sets
-    n = len(program.stages)
-    self.ctx = {
-      s.name: prog.LossContext(jax.random.fold_in(key, i), model_state, step)
-      for i, s in enumerate(program.stages)
-    }
-    self.val_ctx = prog.LossContext(jax.random.fold_in(key, n), model_state, step)
-    self.rules = {
-      s.name: unroll_lib.unroll_rule(program, s.active, opt_states, params, step)
-      for s in program.stages
-    }
-
-  # -- evaluation ------------------------------------------------------------
-  def differentiable_inputs(self, stage, hyper, solutions):
-    """Inputs of `stage` that depend on the remaining sets: (U part, uses)."""
-    from_hyper = {n: hyper[n] for n in stage.supporting if n in hyper}
-    from_uses = {u: solutions[u] for u in stage.uses}
-    return from_hyper, from_uses
-
-  def stage_fn(self, stage):
-    """G(W, (U part, uses)) -> objective, for this stage's batch and key."""
-    constants = {n: self.params[n] for n in stage.supporting if n not in self.validation_sets}
-    batch = self.batches[stage.data_key]
-    ctx = self.ctx[stage.name]
-
-    def objective(active, inputs):
-      from_hyper, from_uses = inputs
-      merged = dict(constants)
-      merged.update(from_hyper)
-      for sol in from_uses.values():
-        merged.update(sol)
-      merged.update(active)
-      return unroll_lib.stage_objective(stage, merged, batch, ctx)[0]
-
-    return objective
-
-  def active(self, stage):
-    return {n: self.params[n] for n in stage.active}
-
-  def solve(self, hyper):
-    """Unrolled solutions of every stage, and their trajectories."""
-    solutions, trajectories = {}, {}
-    for stage in self.program.stages:
-      inputs = self.differentiable_inputs(stage, hyper, solutions)
-      g = self.stage_fn(stage)
-      solutions[stage.name], trajectories[stage.name] = unroll_lib.unroll(
-        lambda w, g=g, inputs=inputs: g(w, inputs),
-        self.active(stage),
-        self.rules[stage.name],
-        int(stage.unroll_steps),
-      )
-    return solutions, trajectories
-
-  def validation_objective(self, hyper, solutions):
-    merged = {}
-    for u in self.program.validation_uses:
-      merged.update(solutions[u])
-    merged.update(hyper)
-    return unroll_lib.stage_objective(
-      self.program.validation, merged, self.batches[self.program.validation.data], self.val_ctx
-    )
-
-  def current_solutions(self):
-    return {s.name: self.active(s) for s in self.program.stages}
-
-  def relevant_stages(self):
-    """Stages whose solution reaches the validation objective, last first."""
-    relevant = set(self.program.validation_uses)
-    for stage in reversed(self.program.stages):
-      if stage.name in relevant:
-        relevant.update(stage.uses)
-    return [s for s in reversed(self.program.stages) if s.name in relevant]
-
-
-def validation_metrics(value, aux, grads):
-  """The validation stage's metrics: its loss's, its objective and each
-  set's hypergradient norm."""
-  _, metrics = aux
-  out = {f'val/{k}': v for k, v in metrics.items()}
-  out['val/objective'] = value
-  for n, g in grads.items():
-    out[f'hypergrad/{n}/norm'] = optax.global_norm(g)
-  return out
-
-
-def _exact(chain: _Chain, hyper, options):
-  if options.exact_mode == 'forward_over_reverse':
-    return _unroll_sweep(chain, hyper, _directional_derivative)
-
-  def objective(h):
-    solutions, _ = chain.solve(h)
-    return chain.validation_objective(h, solutions)
-
-  (value, aux), grads = jax.value_and_grad(objective, has_aux=True)(hyper)
-  return grads, validation_metrics(value, aux, grads)
-
-
-def _first_order(chain: _Chain, hyper, options):
-  del options
-  solutions = chain.current_solutions()
-  (value, aux), grads = jax.value_and_grad(chain.validation_objective, has_aux=True)(
-    hyper, solutions
-  )
-  return grads, validation_metrics(value, aux, grads)
-
-
-def _reverse_sweep(chain: _Chain, hyper, stage_vjp):
-  """Shared reverse pass: adjoints flow from validation back through stages.
-
-  `stage_vjp(stage, g, solutions, trajectories, inputs, adjoint)` returns the
-  cotangent of the stage's differentiable inputs given the adjoint of its
-  solution.
-  """
-  hyper = jax.lax.stop_gradient(hyper)
-  solutions, trajectories = chain.solve(hyper)
-  solutions = jax.lax.stop_gradient(solutions)
-  (value, aux), (grads, adjoints) = jax.value_and_grad(
-    chain.validation_objective, argnums=(0, 1), has_aux=True
-  )(hyper, solutions)
-  adjoints = dict(adjoints)
-  for stage in chain.relevant_stages():
-    inputs = chain.differentiable_inputs(stage, hyper, solutions)
-    if not inputs[0] and not inputs[1]:
-      continue
-    adjoint = adjoints.get(stage.name)
-    if adjoint is None:
-      continue
-    d_hyper, d_uses = stage_vjp(
-      stage, chain.stage_fn(stage), solutions, trajectories, inputs, adjoint
-    )
-    for n, g in d_hyper.items():
-      grads[n] = _add(grads[n], g)
-    for u, g in d_uses.items():
-      adjoints[u] = _add(adjoints[u], g) if u in adjoints else g
-  return grads, validation_metrics(value, aux, grads)
-
-
-def fd_radius(direction, epsilon):
-  """DARTS' r = epsilon / ||direction|| (epsilon itself for a zero direction)."""
-  norm = optax.global_norm(direction)
-  return jnp.where(norm > 0, epsilon / jnp.where(norm > 0, norm, 1.0), epsilon)
-
-
-def _central_difference(g, w, inputs, direction, epsilon, with_w: bool):
-  """(grad G(w + r d) - grad G(w - r d)) / 2r, r = epsilon / ||d||.
-
-  Returns the mixed second derivative of G times d, w.r.t. `inputs` (and
-  w.r.t. w as well when `with_w`).
-  """
-  r = fd_radius(direction, epsilon)
-  # Both evaluations share one traced body (lax.map over the +/- pair): the
-  # stage's network is traced and compiled once instead of twice.
-  signs = jnp.array([1.0, -1.0], jnp.float32)
-  points = tree_map(
-    lambda a, b: a[None] + (r * signs).reshape((2,) + (1,) * a.ndim).astype(a.dtype) * b[None],
-    w,
-    direction,
-  )
-  argnums = (0, 1) if with_w else 1
-  grad_fn = jax.grad(g, argnums=argnums)
-  both = jax.lax.map(lambda point: grad_fn(point, inputs), points)
-  return tree_map(lambda x: (x[0] - x[1]) / (2 * r), both)
-
-
-def _directional_derivative(g, w, inputs, direction, with_w: bool):
-  """d/ds grad G(w + s d) at s = 0, exactly: the JVP of the gradient along d
-  (forward over reverse).
-
-  Returns the mixed second derivative of G times d, w.r.t. `inputs` (and
-  w.r.t. w as well when `with_w`). The gradient is taken w.r.t. w and the
-  inputs either way, so that it linearizes every custom-VJP function that
-  depends on w, which forward mode could not differentiate as such.
-  """
-  grad_fn = jax.grad(g, argnums=(0, 1))
-  _, (d_w, d_inputs) = jax.jvp(lambda w: grad_fn(w, inputs), (w,), (direction,))
-  return (d_w, d_inputs) if with_w else d_inputs
-
-
-def _reverse_mixed_product(g, w, inputs, direction, with_w: bool):
-  """The same derivative as `_directional_derivative`, reverse over reverse:
-  the VJP of grad_w G along `direction`, which needs no condition on the
-  loss's custom VJPs."""
-  _, vjp = jax.vjp(jax.grad(g), w, inputs)
-  d_w, d_inputs = vjp(direction)
-  return (d_w, d_inputs) if with_w else d_inputs
-
-
-def _finite_difference(chain: _Chain, hyper, options: HypergradientOptions):
-  return _unroll_sweep(
-    chain, hyper, functools.partial(_central_difference, epsilon=options.fd_epsilon)
-  )
-
-
-def _unroll_sweep(chain: _Chain, hyper, mixed_product):
-  """The reverse sweep through each stage's unrolled steps, given
-  `mixed_product(g, w, inputs, direction, with_w)`: the derivative of grad G
-  at w along `direction` (w.r.t. the inputs, and w when `with_w`), exact or
-  by central difference."""
-
-  def stage_vjp(stage, g, solutions, trajectories, inputs, adjoint):
-    del solutions
-    rule = chain.rules[stage.name]
-    steps = int(stage.unroll_steps)
-
-    # Adjoint recursion for w_{t+1} = w_t - xi*b_{t+1}, b_{t+1} = mu*b_t + d_t,
-    # d_t = grad G(w_t) + wd*w_t. vb_total = vb - xi*vw; then
-    # vw += (H + wd) vb_total; v_inputs += H_xw vb_total; vb = mu vb_total.
-    def total_b(vw, vb):
-      return _per_set(lambda n, a, b: tree_map(lambda x, y: x - rule.xi[n] * y, b, a), vw, vb)
-
-    v_inputs = tree_map(jnp.zeros_like, inputs)
-    vw = adjoint
-    vb = tree_map(jnp.zeros_like, adjoint)
-    if steps > 1:
-      later = tree_map(lambda t: t[1:][::-1], trajectories[stage.name])
-
-      def body(carry, w_t):
-        vw, vb, v_in = carry
-        vbt = total_b(vw, vb)
-        d_w, d_in = mixed_product(g, w_t, inputs, vbt, with_w=True)
-        vw = _per_set(
-          lambda n, a, h, b: tree_map(lambda x, y, z: x + y + rule.weight_decay[n] * z, a, h, b),
-          vw,
-          d_w,
-          vbt,
-        )
-        vb = _per_set(lambda n, b: _scale(b, rule.momentum[n]), vbt)
-        return (vw, vb, _add(v_in, d_in)), None
-
-      (vw, vb, v_inputs), _ = jax.lax.scan(body, (vw, vb, v_inputs), later)
-    vbt = total_b(vw, vb)
-    d_in = mixed_product(g, chain.active(stage), inputs, vbt, with_w=False)
-    return _add(v_inputs, d_in)
-
-  return _reverse_sweep(chain, hyper, stage_vjp)
-
-
-def _implicit(chain: _Chain, hyper, options: HypergradientOptions):
-  # The same second derivatives as exact's, taken the way exact_mode says.
-  product = (
-    _directional_derivative
-    if options.exact_mode == 'forward_over_reverse'
-    else _reverse_mixed_product
-  )
-
-  def stage_vjp(stage, g, solutions, trajectories, inputs, adjoint):
-    del trajectories
-    rule = chain.rules[stage.name]
-    w_star = solutions[stage.name]
-    rate = {
-      n: (
-        rule.xi[n] if options.neumann_lr is None else jnp.asarray(options.neumann_lr, jnp.float32)
-      )
-      for n in w_star
-    }
-
-    # H^-1 v ~= rate * sum_{i=0}^{N} (I - rate*H)^i v, then the mixed product
-    # along p = that series: N + 1 iterations of one body, so that the
-    # program holds one second-derivative product rather than two.
-    def body(carry, i):
-      term, total, _ = carry
-      last = i == options.neumann_steps
-      p = _per_set(lambda n, s: _scale(s, rate[n]), total)
-      direction = tree_map(lambda a, b: jnp.where(last, a, b), p, term)
-      h, d_inputs = product(g, w_star, inputs, direction, with_w=True)
-      # Weight decay in the unroll rule is part of the stage objective.
-      term = _per_set(
-        lambda n, t, hh: tree_map(lambda a, b: a - rate[n] * (b + rule.weight_decay[n] * a), t, hh),
-        term,
-        h,
-      )
-      return (term, _add(total, term), d_inputs), None
-
-    zero_inputs = tree_map(jnp.zeros_like, inputs)
-    (_, _, d_inputs), _ = jax.lax.scan(
-      body, (adjoint, adjoint, zero_inputs), jnp.arange(options.neumann_steps + 1)
-    )
-    return _scale(d_inputs, -1.0)
-
-  return _reverse_sweep(chain, hyper, stage_vjp)
-
-
-_IMPLEMENTATIONS = {
-  'exact': _exact,
-  'finite_difference': _finite_difference,
-  'first_order': _first_order,
-  'implicit': _implicit,
-}
+__all__ = [
+  'EXACT_MODES',
+  'METHODS',
+  'REGISTRY',
+  'HypergradientOptions',
+  'fd_radius',
+  'hypergradient',
+  'lookup',
+  'validation_metrics',
+]
 
 
 def hypergradient(
@@ -400,7 +62,7 @@ def hypergradient(
 
   Returns (grads by set name, metrics). Pure; jit it from the outside.
   """
-  check_method(method)
-  chain = _Chain(program, params, opt_states, model_state, step, batches, key)
+  implementation = lookup(method)
+  chain = Chain(program, params, opt_states, model_state, step, batches, key)
   hyper = {n: params[n] for n in program.validation_sets}
-  return _IMPLEMENTATIONS[method](chain, hyper, options)
+  return implementation(chain, hyper, options)

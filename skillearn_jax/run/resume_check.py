@@ -33,10 +33,11 @@ MAY_CHANGE_ON_RESUME = (
 )
 _ABSENT = '<absent>'
 # Fields older workdirs stored under another name, or that no longer exist, and the value an
-# absent field had before it existed (older searches seeded with threefry2x32).
+# absent field had before it existed (older searches seeded with threefry2x32; implicit_cg
+# came with its default).
 RENAMED = {'skill': 'experiment'}
 RETIRED = ('mode',)
-DEFAULTS_BEFORE = {'rng_impl': 'threefry2x32'}
+DEFAULTS_BEFORE = {'rng_impl': 'threefry2x32', 'cg_steps': 10}
 
 
 def _flat(tree, prefix: str = '') -> dict:

@@ -25,8 +25,6 @@ EXPERIMENTS = {
   'eval_cell': 'skillearn_jax.skills.eval_cell',
 }
 RNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
-# The fields of a Skillearn program's run (configs/common.py `program_fields`).
-PROGRAM_FIELDS = ('hypergradient', 'order', 'exact_mode', 'fd_epsilon', 'neumann_steps')
 
 
 def lookup(name: str):
@@ -47,13 +45,14 @@ def check(config) -> None:
     config_check.positive(config, field)
   if 'hypergradient' in config:
     try:
-      core.hypergradients.check_method(config.hypergradient)
+      core.hypergradients.lookup(config.hypergradient)
     except ValueError as error:
       raise config_check.ConfigError(f'config.{error}') from None
     config_check.one_of(config, 'order', core.ORDERS)
     config_check.one_of(config, 'exact_mode', core.EXACT_MODES)
     config_check.positive(config, 'fd_epsilon')
     config_check.positive(config, 'neumann_steps', allow_zero=True)
+    config_check.positive(config, 'cg_steps')
   module.check_config(config)
 
 

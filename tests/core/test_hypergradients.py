@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from skillearn_jax import core
+from skillearn_jax.core import hypergradient_methods
 from skillearn_jax.skills import hpo_ridge
 
 XI = 0.05
@@ -327,3 +328,116 @@ def test_unknown_method_is_refused():
       key=jax.random.PRNGKey(0),
       method='magic',
     )
+
+
+# -- implicit_cg: the implicit function theorem solved by conjugate gradients.
+
+
+def _ridge_at_the_optimum(h=-1.0):
+  data = hpo_ridge.make_data(0, n_train=40, n_val=30, dim=5, noise=0.3)
+  w_star, _ = hpo_ridge.ridge_solution(jnp.float32(h), data['train'])
+  program, state, data = _ridge_state(log_lam=h, w=w_star)
+  return program, state, data, hpo_ridge.closed_form_implicit(jnp.float32(h), data)
+
+
+@pytest.mark.parametrize('exact_mode', core.EXACT_MODES)
+def test_ridge_implicit_cg_matches_ift_closed_form_at_the_optimum(exact_mode):
+  program, state, data, truth = _ridge_at_the_optimum()
+  # dim 5: CG solves the 5 x 5 system in 5 steps in exact arithmetic.
+  grads, _ = _hypergrad(program, state, data, 'implicit_cg', cg_steps=5, exact_mode=exact_mode)
+  assert _rel(grads['log_lam'], truth) < 1e-4
+  # One CG step is a steepest-descent step: far off, so the above is CG's work.
+  one_step, _ = _hypergrad(program, state, data, 'implicit_cg', cg_steps=1, exact_mode=exact_mode)
+  assert _rel(one_step['log_lam'], truth) > 1e-2
+
+
+@pytest.mark.parametrize('exact_mode', core.EXACT_MODES)
+def test_implicit_cg_counts_the_unroll_weight_decay_in_the_hessian(exact_mode):
+  # As the implicit test above: a* = (P + wd I)^-1 h, L_val = |a* - t|^2 / 2.
+  rng = np.random.default_rng(7)
+  pm, wd = _spd(rng, 3), 0.5
+  h, t = (jnp.asarray(rng.normal(size=3), jnp.float32) for _ in range(2))
+  loss = lambda p, b, c: 0.5 * p['a'] @ pm @ p['a'] - p['a'] @ p['h']
+  program = core.Program(
+    param_sets=[
+      core.ParamSet('a', optax.sgd(0.1), unroll_lr=0.3, unroll_weight_decay=wd),
+      core.ParamSet('h', optax.sgd(0.1)),
+    ],
+    stages=[core.Stage('s', active=['a'], supporting=['h'], loss=loss)],
+    validation=core.Validation(
+      lambda p, b, c: 0.5 * jnp.sum((p['a'] - t) ** 2), {'h': 'minimize'}, uses=['s']
+    ),
+  )
+  optimum = lambda h: jnp.linalg.solve(pm + wd * jnp.eye(3), h)
+  truth = jax.grad(lambda h: 0.5 * jnp.sum((optimum(h) - t) ** 2))(h)
+  state = core.init_state(program, {'a': optimum(h), 'h': h})
+  grads, _ = _hypergrad(
+    program, state, {'s': None, 'val': None}, 'implicit_cg', cg_steps=3, exact_mode=exact_mode
+  )
+  np.testing.assert_allclose(grads['h'], truth, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('exact_mode', core.EXACT_MODES)
+def test_implicit_cg_and_implicit_agree_on_a_chain_at_the_optima(exact_mode):
+  # Two chained quadratic stages at their optima, where both solve the same
+  # systems: CG in 3 steps, the Neumann series in 300.
+  rng = np.random.default_rng(5)
+  pm, qm = _spd(rng, 3), _spd(rng, 3)
+  h1, h2, t = (jnp.asarray(rng.normal(size=3), jnp.float32) for _ in range(3))
+  l1 = lambda p, b, c: 0.5 * p['a'] @ pm @ p['a'] - p['a'] @ p['h1']
+  l2 = lambda p, b, c: 0.5 * p['b'] @ qm @ p['b'] - p['b'] @ (p['a'] + p['h2'])
+  program = core.Program(
+    param_sets=[
+      core.ParamSet('a', optax.sgd(0.1), unroll_lr=0.3),
+      core.ParamSet('b', optax.sgd(0.1), unroll_lr=0.3),
+      core.ParamSet('h1', optax.sgd(0.1)),
+      core.ParamSet('h2', optax.sgd(0.1)),
+    ],
+    stages=[
+      core.Stage('s1', active=['a'], supporting=['h1'], loss=l1),
+      core.Stage('s2', active=['b'], supporting=['h2'], uses=['s1'], loss=l2),
+    ],
+    validation=core.Validation(
+      lambda p, b, c: 0.5 * jnp.sum((p['b'] - t) ** 2),
+      {'h1': 'minimize', 'h2': 'minimize'},
+      uses=['s2'],
+    ),
+  )
+  a = jnp.linalg.solve(pm, h1)
+  state = core.init_state(program, {'a': a, 'b': jnp.linalg.solve(qm, a + h2), 'h1': h1, 'h2': h2})
+  batches = {'s1': None, 's2': None, 'val': None}
+  cg, _ = _hypergrad(program, state, batches, 'implicit_cg', cg_steps=3, exact_mode=exact_mode)
+  neumann, _ = _hypergrad(
+    program, state, batches, 'implicit', neumann_steps=300, exact_mode=exact_mode
+  )
+  for n in ('h1', 'h2'):
+    np.testing.assert_allclose(cg[n], neumann[n], rtol=1e-3, atol=1e-5)
+
+
+def test_the_registry_names_the_core_methods():
+  assert tuple(hypergradient_methods.REGISTRY) == core.METHODS
+  assert core.METHODS == (
+    'exact',
+    'finite_difference',
+    'first_order',
+    'implicit',
+    'implicit_cg',
+  )
+
+
+def test_lookup_refuses_an_unknown_method_naming_the_allowed_ones():
+  with pytest.raises(
+    ValueError,
+    match=r"hypergradient: unknown method 'magic'; allowed: \('exact', 'finite_difference', "
+    r"'first_order', 'implicit', 'implicit_cg'\)",
+  ):
+    hypergradient_methods.lookup('magic')
+  assert (
+    hypergradient_methods.lookup('implicit_cg') is hypergradient_methods.REGISTRY['implicit_cg']
+  )
+
+
+def test_make_step_refuses_an_unknown_method_through_the_lookup():
+  program, _, _ = _ridge_state()
+  with pytest.raises(ValueError, match="hypergradient: unknown method 'magic'; allowed: "):
+    core.make_step(program, method='magic')
