@@ -6,7 +6,7 @@
 Prints one JSON line per measured configuration with keys impl (jax|torch),
 order (1|2), method, batch, layers, channels, compile_s, median_s, min_s,
 max_s, peak_rss_mb, params_m, malloc (the heap allocator, `jemalloc` when
-run under LD_PRELOAD as the README's speed section shows), and for JAX
+run under LD_PRELOAD as docs/performance.md shows), and for JAX
 trace_s, lower_s and xla_s (the parts of compile_s, from
 `run.compile_watch`) and xla_temp_mb (XLA's temporary
 buffers for one step, from `memory_analysis()`: the step's own footprint,

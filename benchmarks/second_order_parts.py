@@ -15,8 +15,8 @@ RSS is its own):
 - `mixed_forward`: the same product by forward over reverse (`jax.jvp` of
   the gradient w.r.t. weights and alphas along v, as the exact step's
   default `exact_mode` takes it). Forward mode fails on a `custom_vjp` left
-  in a backward pass (as the convolutions of `nas/conv.py` were before README
-  speed item 22); the row then reports the error.
+  in a backward pass (as the convolutions of `nas/conv.py` were before
+  docs/performance.md item 22); the row then reports the error.
 Each row (one JSON line) has trace_s, lower_s, xla_s, median_s (of --iters
 runs after one warm-up), xla_temp_mb (`memory_analysis()`), peak_rss_mb and
 kernels: the distinct kernels XLA:CPU compiled for that program (identical

@@ -10,7 +10,7 @@ so each phase counts the union of its spans: no second is counted twice.
 It also owns `RunnerCompiles`, the search and evaluation runners' two
 compiles (model init, first step), each watched, printed and wrapped in a
 `host_memory.Releaser`. A second-order DARTS step spends minutes here on a
-CPU (README, speed section): the report tells a user what the wait was and
+CPU (docs/performance.md): the report tells a user what the wait was and
 whether the next run will skip it.
 """
 
@@ -162,7 +162,7 @@ class RunnerCompiles:
   """A runner's two compiles, its model init and its first step, watched.
 
   Each is also wrapped in a `host_memory.Releaser`, so the compiler's freed
-  memory goes back to the OS while it compiles (README speed items 14-15).
+  memory goes back to the OS while it compiles (docs/performance.md, items 14-15).
   `model_init()` is a context for building the model. `first_step()` is
   called before the loop, `first_step_done()` right after step one's timing
   and `close()` in the loop's `finally`. Each finished report is printed and

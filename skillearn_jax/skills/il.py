@@ -133,7 +133,7 @@ def chain_amplification_warning(config, num_learners: int) -> str | None:
   Each stage's one-step solution carries (1 - 2 eta lambda) times the
   previous stage's encoder, so sensitivities grow by that factor per stage;
   past 1 in size, the finite-difference hypergradient stops tracking the
-  exact one (README, "The cost of interleaving learning").
+  exact one (docs/performance.md, "The cost of interleaving learning").
   """
   stages = int(config.il.rounds) * num_learners
   factor = 1.0 - 2.0 * config.weights_optim.lr * config.il.lam
