@@ -1,12 +1,6 @@
 """Ridge-regression hyperparameter learning: the core's closed-form example.
 
-One learning stage fits ridge weights w; the validation stage learns the log
-ridge strength through the one-step-unrolled hypergradient, which has a
-closed form, so every hypergradient method can be checked against truth:
-
-  python -m skillearn_jax.hypercheck --config=configs/hpo_ridge.py
-  python -m skillearn_jax.main --config=configs/hpo_ridge.py --workdir=runs/ridge
-  python -m skillearn_jax.main --config=configs/hpo_ridge.py:quick --workdir=runs/ridge_quick
+The commands are in `get_config`'s docstring (big_vision style).
 """
 
 import ml_collections
@@ -15,6 +9,16 @@ from configs import common
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  """Ridge-regression hyperparameter learning: the core's closed-form example.
+
+  One learning stage fits ridge weights w; the validation stage learns the log
+  ridge strength through the one-step-unrolled hypergradient, which has a
+  closed form, so every hypergradient method can be checked against truth:
+
+    python -m skillearn_jax.hypercheck --config=configs/hpo_ridge.py
+    python -m skillearn_jax.main --config=configs/hpo_ridge.py --workdir=runs/ridge
+    python -m skillearn_jax.main --config=configs/hpo_ridge.py:quick --workdir=runs/ridge_quick
+  """
   c = common.program_config('hpo_ridge')
   c.num_epochs = 200
   c.log_every_steps = 20

@@ -1,29 +1,6 @@
 """Interleaving Learning on the DARTS search space (IL-DARTS; Ban & Xie).
 
-Defaults are the IL paper's: K = 2 learners in the task order CIFAR-100,
-CIFAR-10 (so the interleaving is CIFAR-100, CIFAR-10, CIFAR-100, CIFAR-10),
-M = 2 rounds, lambda = 100, linear heads of 100 and 10 ways, DARTS space with
-8 cells and C = 16, weights SGD 0.025 cosine / momentum 0.9 / wd 3e-4, batch
-64, 50 epochs, alphas Adam 3e-4 / wd 1e-3, second order by finite
-differences (IL-DARTS-2nd). Each learner searches on the 50/50 split of its
-task's training set. (The Skillearn paper's IL section states the tradeoff
-as 1; the IL paper, which reports the search settings, uses 100.)
-
-Variants: '' and '2nd' (finite differences), '1st', 'exact', 'quick' (the
-two embedded digits tasks, digits_a 10-way then digits_b 5-way, 3 cells,
-C = 4, first order; minutes on a CPU).
-
-  python -m skillearn_jax.main --config=configs/il_darts.py --workdir=runs/il
-  python -m skillearn_jax.main --config=configs/il_darts.py:quick --workdir=/tmp/il_quick
-  python -m skillearn_jax.hypercheck --config=configs/il_darts.py:quick
-
-Ablations of the IL paper (its ablation studies) as overrides:
-  lambda sweep:  --config.il.lam=10   (also 1, 1000, ...)
-  rounds M:      --config.il.rounds=1  (and 2, 3)
-  task order:    --config.il.tasks=cifar10,cifar100   (order 2)
-  K >= 3:        --config.il.tasks=cifar100,cifar10,cifar100
-e.g.
-  python -m skillearn_jax.main --config=configs/il_darts.py --config.il.rounds=3 --workdir=runs/il_m3
+The commands are in `get_config`'s docstring (big_vision style).
 """
 
 import ml_collections
@@ -34,6 +11,33 @@ VARIANTS = common.SEARCH_VARIANTS
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  """Interleaving Learning on the DARTS search space (IL-DARTS; Ban & Xie).
+
+  Defaults are the IL paper's: K = 2 learners in the task order CIFAR-100,
+  CIFAR-10 (so the interleaving is CIFAR-100, CIFAR-10, CIFAR-100, CIFAR-10),
+  M = 2 rounds, lambda = 100, linear heads of 100 and 10 ways, DARTS space with
+  8 cells and C = 16, weights SGD 0.025 cosine / momentum 0.9 / wd 3e-4, batch
+  64, 50 epochs, alphas Adam 3e-4 / wd 1e-3, second order by finite
+  differences (IL-DARTS-2nd). Each learner searches on the 50/50 split of its
+  task's training set. (The Skillearn paper's IL section states the tradeoff
+  as 1; the IL paper, which reports the search settings, uses 100.)
+
+  Variants: '' and '2nd' (finite differences), '1st', 'exact', 'quick' (the
+  two embedded digits tasks, digits_a 10-way then digits_b 5-way, 3 cells,
+  C = 4, first order; minutes on a CPU).
+
+    python -m skillearn_jax.main --config=configs/il_darts.py --workdir=runs/il
+    python -m skillearn_jax.main --config=configs/il_darts.py:quick --workdir=/tmp/il_quick
+    python -m skillearn_jax.hypercheck --config=configs/il_darts.py:quick
+
+  Ablations of the IL paper (its ablation studies) as overrides:
+    lambda sweep:  --config.il.lam=10   (also 1, 1000, ...)
+    rounds M:      --config.il.rounds=1  (and 2, 3)
+    task order:    --config.il.tasks=cifar10,cifar100   (order 2)
+    K >= 3:        --config.il.tasks=cifar100,cifar10,cifar100
+  e.g.
+    python -m skillearn_jax.main --config=configs/il_darts.py --config.il.rounds=3 --workdir=runs/il_m3
+  """
   c, tasks = common.multitask_search('il', arg, config_file='configs/il_darts.py')
   c.il = ml_collections.ConfigDict(
     dict(

@@ -1,34 +1,6 @@
 """Learning by Passing Tests on DARTS (Skillearn §3, Eq. 11) on the core.
 
-Variants: '' and 'r18' = LPT-R18-DARTS-2nd (ResNet-18 tester, finite-
-difference hypergradient as the official code), '2nd' the same, '1st' =
-LPT-R18-DARTS-1st (first-order), 'r50' = LPT-R50-DARTS-2nd,
-'difficulty_only' = ablation 1 (Eq. 25: one free selection scalar per bank
-example, no tester), 'test_only' = ablation 2 (Eq. 26: the tester trains on
-the created test alone), 'quick' = a tiny first-order search on the
-embedded digits (tiny encoder, 3 cells, minutes on a CPU). Testee as DARTS; tester SGD
-0.025, momentum 0.9, wd 3e-4, per-epoch cosine (clip 5 as the testee);
-creator Adam 3e-4, betas (0.5, 0.999), wd 1e-3; lambda = gamma = 1.
-
-  python -m skillearn_jax.main --config=configs/lpt_darts.py:r18 --workdir=runs/lpt_r18
-  python -m skillearn_jax.main --config=configs/lpt_darts.py:r50 --workdir=runs/lpt_r50
-  python -m skillearn_jax.main --config=configs/lpt_darts.py:1st --workdir=runs/lpt_1st
-  python -m skillearn_jax.main --config=configs/lpt_darts.py:difficulty_only --workdir=runs/lpt_diff
-  python -m skillearn_jax.main --config=configs/lpt_darts.py:test_only --workdir=runs/lpt_test_only
-  python -m skillearn_jax.main --config=configs/lpt_darts.py:quick --workdir=/tmp/lpt_quick
-  python -m skillearn_jax.hypercheck --config=configs/lpt_darts.py:quick
-
-Lambda and gamma sweeps (the paper's ablation keeps gamma = 1):
-
-  for l in 0.1 0.5 1 2 3; do python -m skillearn_jax.main \
-    --config=configs/lpt_darts.py:r18 --config.lpt.weight_lambda=$l \
-    --workdir=runs/lpt_lambda_$l; done
-  for g in 0.1 0.5 1 2 3; do python -m skillearn_jax.main \
-    --config=configs/lpt_darts.py:r18 --config.lpt.weight_gamma=$g \
-    --workdir=runs/lpt_gamma_$g; done
-
-The selection scalars of 'difficulty_only' use the creator's optimizer
-(`config.creator_optim`); the paper gives them no rate of their own.
+The commands are in `get_config`'s docstring (big_vision style).
 """
 
 import ml_collections
@@ -57,6 +29,38 @@ def lpt_blocks(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  """Learning by Passing Tests on DARTS (Skillearn §3, Eq. 11) on the core.
+
+  Variants: '' and 'r18' = LPT-R18-DARTS-2nd (ResNet-18 tester, finite-
+  difference hypergradient as the official code), '2nd' the same, '1st' =
+  LPT-R18-DARTS-1st (first-order), 'r50' = LPT-R50-DARTS-2nd,
+  'difficulty_only' = ablation 1 (Eq. 25: one free selection scalar per bank
+  example, no tester), 'test_only' = ablation 2 (Eq. 26: the tester trains on
+  the created test alone), 'quick' = a tiny first-order search on the
+  embedded digits (tiny encoder, 3 cells, minutes on a CPU). Testee as DARTS; tester SGD
+  0.025, momentum 0.9, wd 3e-4, per-epoch cosine (clip 5 as the testee);
+  creator Adam 3e-4, betas (0.5, 0.999), wd 1e-3; lambda = gamma = 1.
+
+    python -m skillearn_jax.main --config=configs/lpt_darts.py:r18 --workdir=runs/lpt_r18
+    python -m skillearn_jax.main --config=configs/lpt_darts.py:r50 --workdir=runs/lpt_r50
+    python -m skillearn_jax.main --config=configs/lpt_darts.py:1st --workdir=runs/lpt_1st
+    python -m skillearn_jax.main --config=configs/lpt_darts.py:difficulty_only --workdir=runs/lpt_diff
+    python -m skillearn_jax.main --config=configs/lpt_darts.py:test_only --workdir=runs/lpt_test_only
+    python -m skillearn_jax.main --config=configs/lpt_darts.py:quick --workdir=/tmp/lpt_quick
+    python -m skillearn_jax.hypercheck --config=configs/lpt_darts.py:quick
+
+  Lambda and gamma sweeps (the paper's ablation keeps gamma = 1):
+
+    for l in 0.1 0.5 1 2 3; do python -m skillearn_jax.main \
+      --config=configs/lpt_darts.py:r18 --config.lpt.weight_lambda=$l \
+      --workdir=runs/lpt_lambda_$l; done
+    for g in 0.1 0.5 1 2 3; do python -m skillearn_jax.main \
+      --config=configs/lpt_darts.py:r18 --config.lpt.weight_gamma=$g \
+      --workdir=runs/lpt_gamma_$g; done
+
+  The selection scalars of 'difficulty_only' use the creator's optimizer
+  (`config.creator_optim`); the paper gives them no rate of their own.
+  """
   if arg not in VARIANTS:
     raise ValueError(f'configs/lpt_darts.py: unknown variant {arg!r}; allowed: {VARIANTS}')
   c = common.program_config('lpt')

@@ -143,3 +143,15 @@ def test_the_root_key_is_the_seeding_convention():
   )
   rbg = loop.root_key(_config(seed=3, rng_impl='rbg'))
   assert jax.random.key_impl(rbg) != jax.random.key_impl(key)
+
+
+def test_the_step_is_traced_once_for_the_whole_run(tmp_path, experiment):
+  traces = []
+
+  def counted(state, batch, key):
+    traces.append(1)  # runs at trace time only
+    return experiment.step(state, batch, key)
+
+  counting = base.Experiment(**{**experiment.__dict__, 'step': counted})
+  loop.train_and_evaluate(_config(), str(tmp_path / 'once'), counting)
+  assert len(traces) == 1
