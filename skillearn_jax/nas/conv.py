@@ -1,7 +1,13 @@
-"""2-D convolutions (NHWC, HWIO) that stay on XLA:CPU's fast path at every derivative order.
+"""2-D convolutions (NHWC, HWIO) for every network here, and the choice of their implementation.
 
-This module owns ``conv2d``, the one convolution every network here uses. Its values equal
-``lax.conv_general_dilated``'s up to float rounding; what differs is the program XLA sees:
+This module owns the convolution implementations (``CONV_IMPLS``: 'auto', 'cpu_fast', 'xla'),
+``resolve``, which turns 'auto' into the concrete one for the default backend ('cpu_fast' on
+CPU, 'xla' on GPU/TPU), the entry points the networks call with an implementation
+(``convolve``: dense or depthwise with stride, padding and dilation; ``depthwise_conv``: 'same'
+padded depthwise), ``lax_conv2d``, the 'xla' implementation (plain ``lax.conv_general_dilated``,
+which GPUs run with cuDNN), and ``conv2d``, the 'cpu_fast' implementation, which stays on
+XLA:CPU's fast path at every derivative order. Both give the same values up to float rounding;
+what differs in ``conv2d`` is the program XLA sees:
 - every convolution XLA runs is a stride-1, undilated, 'VALID' conv with canonical
   NHWC/HWIO/NHWC layout. XLA:CPU hands those to its Eigen kernels, while the weight-gradient
   convs JAX's own transpose rule emits (``f01b_i01o->01bf``) are compiled as naive loops
@@ -212,3 +218,56 @@ def conv2d(x, kernel, stride: int = 1, padding: int = 0, dilation: int = 1, grou
   if dilation > 1:
     kernel = _dilate_kernel(kernel, dilation)
   return _strided(x, kernel, groups, stride)
+
+
+# 'auto' resolves to one of the other two when a network is built or traced, so that modules,
+# jit caches and the edge scan's lru_cache are keyed on the implementation that actually runs.
+CONV_IMPLS = ('auto', 'cpu_fast', 'xla')
+
+
+def resolve(impl: str) -> str:
+  """The concrete implementation ('cpu_fast' or 'xla') that ``impl`` names: 'auto' is
+  'cpu_fast' on the CPU backend and 'xla' on GPU/TPU (``jax.default_backend()``)."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f'conv_impl must be one of {CONV_IMPLS}, got {impl!r}')
+  if impl == 'auto':
+    return 'cpu_fast' if jax.default_backend() == 'cpu' else 'xla'
+  return impl
+
+
+def lax_conv2d(x, kernel, stride: int = 1, padding: int = 0, dilation: int = 1, groups: int = 1):
+  """The 'xla' implementation of ``conv2d``: one ``lax.conv_general_dilated`` with JAX's own
+  derivatives, which XLA:GPU hands to cuDNN (depthwise as ``feature_group_count`` groups)."""
+  return lax.conv_general_dilated(
+    x,
+    kernel,
+    (stride, stride),
+    ((padding, padding), (padding, padding)),
+    rhs_dilation=(dilation, dilation),
+    dimension_numbers=_DIMENSIONS,
+    feature_group_count=groups,
+  )
+
+
+def convolve(
+  x,
+  kernel,
+  stride: int = 1,
+  padding: int = 0,
+  dilation: int = 1,
+  groups: int = 1,
+  *,
+  impl: str = 'auto',
+):
+  """``conv2d``'s convolution (NHWC ``x``, HWIO ``kernel``, ``groups`` 1 or the channel count)
+  run by implementation ``impl`` (see ``CONV_IMPLS``)."""
+  if resolve(impl) == 'cpu_fast':
+    return conv2d(x, kernel, stride, padding, dilation, groups)
+  return lax_conv2d(x, kernel, stride, padding, dilation, groups)
+
+
+def depthwise_conv(x, kernel, stride: int = 1, dilation: int = 1, *, impl: str = 'auto'):
+  """Depthwise conv of NHWC ``x`` with ``kernel`` (k, k, 1, C), 'same' zero padding
+  ``dilation * (k // 2)``, no bias, run by implementation ``impl``."""
+  padding = dilation * (kernel.shape[0] // 2)
+  return convolve(x, kernel, stride, padding, dilation, groups=x.shape[-1], impl=impl)

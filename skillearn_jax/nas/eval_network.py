@@ -9,7 +9,9 @@ excluded, as the official `count_parameters_in_MB`). Networks are called as
 `net.apply(variables, x, train=..., drop_path_prob=..., rngs={'drop_path': key},
 mutable=['batch_stats'])` and return `(logits, aux_logits or None)`; aux logits come only in
 training, as in the official code, but the auxiliary head's parameters are created at init
-whatever `train` is, so one init serves both modes.
+whatever `train` is, so one init serves both modes. Every module takes `conv_impl`
+(`conv.CONV_IMPLS`); the networks resolve 'auto' when built and hand the concrete
+implementation to every convolution (it changes the program, never the variables).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from skillearn_jax.nas import ops
+from skillearn_jax.nas import conv, ops
 from skillearn_jax.nas.genotypes import Genotype, resolve_genotype, validate_genotype
 
 AUXILIARY_HEAD = "auxiliary_head"
@@ -65,15 +67,16 @@ class EvalCell(nn.Module):
   channels: int
   reduction: bool
   reduction_prev: bool
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, s0, s1, *, train: bool, drop_path_prob: Any = 0.0):
-    c = self.channels
+    c, impl = self.channels, conv.resolve(self.conv_impl)
     if self.reduction_prev:
-      s0 = ops.FactorizedReduce(c, affine=True, name="preprocess0")(s0, train=train)
+      s0 = ops.FactorizedReduce(c, True, impl, name="preprocess0")(s0, train=train)
     else:
-      s0 = ops.ReLUConvBN(c, affine=True, name="preprocess0")(s0, train=train)
-    s1 = ops.ReLUConvBN(c, affine=True, name="preprocess1")(s1, train=train)
+      s0 = ops.ReLUConvBN(c, affine=True, conv_impl=impl, name="preprocess0")(s0, train=train)
+    s1 = ops.ReLUConvBN(c, affine=True, conv_impl=impl, name="preprocess1")(s1, train=train)
     states = [s0, s1]
     drop = _drop_path_active(train, drop_path_prob)
     for node in range(len(self.edges) // 2):
@@ -81,7 +84,7 @@ class EvalCell(nn.Module):
       for position in (2 * node, 2 * node + 1):
         op_name, source = self.edges[position]
         stride = 2 if self.reduction and source < 2 else 1
-        op = ops.make_op(op_name, c, stride, affine=True, module_name=f"op_{position}")
+        op = ops.make_op(op_name, c, stride, True, f"op_{position}", impl)
         h = op(states[source], train=train)
         if drop and not isinstance(op, ops.Identity):
           h = drop_path(h, drop_path_prob, self.make_rng(DROP_PATH_RNG))
@@ -98,6 +101,7 @@ class CellStack(nn.Module):
   layers: int
   channels: int
   first_reduction_prev: bool
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, s0, s1, *, train: bool, drop_path_prob: Any = 0.0):
@@ -108,7 +112,9 @@ class CellStack(nn.Module):
       if reduction:
         c *= 2
       edges, concat = self.genotype.cell("reduce" if reduction else "normal")
-      cell = EvalCell(edges, concat, c, reduction, reduction_prev, name=f"cell_{i}")
+      cell = EvalCell(
+        edges, concat, c, reduction, reduction_prev, conv.resolve(self.conv_impl), name=f"cell_{i}"
+      )
       s0, s1 = s1, cell(s0, s1, train=train, drop_path_prob=drop_path_prob)
       reduction_prev = reduction
       if i == 2 * self.layers // 3:
@@ -124,13 +130,15 @@ class AuxiliaryHead(nn.Module):
   num_classes: int
   pool_stride: int
   bn_after_768: bool
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    impl = conv.resolve(self.conv_impl)
     x = nn.avg_pool(nn.relu(x), (5, 5), strides=(self.pool_stride, self.pool_stride))
-    x = ops.conv(128, 1, name="conv_128")(x)
+    x = ops.conv(128, 1, name="conv_128", conv_impl=impl)(x)
     x = nn.relu(ops.batch_norm(True, train, name="bn_128")(x))
-    x = ops.conv(768, 2, name="conv_768")(x)
+    x = ops.conv(768, 2, name="conv_768", conv_impl=impl)(x)
     if self.bn_after_768:
       x = ops.batch_norm(True, train, name="bn_768")(x)
     x = nn.relu(x).reshape(x.shape[0], -1)
@@ -151,6 +159,12 @@ def _classify(
   return logits, aux_logits if train else None
 
 
+def _resolve_conv_impl(module: nn.Module) -> None:
+  # at construction, before Flax freezes the fields: the module, and any jit keyed on it,
+  # then carries the concrete implementation, not 'auto'
+  object.__setattr__(module, "conv_impl", conv.resolve(module.conv_impl))
+
+
 def _check_fields(module: nn.Module) -> None:
   for field in ("num_classes", "layers", "channels"):
     if getattr(module, field) < 1:
@@ -168,16 +182,26 @@ class NetworkCIFAR(nn.Module):
   channels: int = 36
   auxiliary: bool = True
   stem_multiplier: int = 3
+  conv_impl: str = "auto"  # conv.CONV_IMPLS; 'auto' is resolved when the network is built
+
+  def __post_init__(self):
+    _resolve_conv_impl(self)
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x, *, train: bool, drop_path_prob: Any = 0.0):
     _check_fields(self)
-    s = ops.conv(self.stem_multiplier * self.channels, 3, padding=1, name="stem_conv")(x)
+    impl = self.conv_impl
+    s = ops.conv(
+      self.stem_multiplier * self.channels, 3, padding=1, name="stem_conv", conv_impl=impl
+    )(x)
     s = ops.batch_norm(True, train, name="stem_bn")(s)
     features, auxiliary_input = CellStack(
-      self.genotype, self.layers, self.channels, False, name="cells"
+      self.genotype, self.layers, self.channels, False, impl, name="cells"
     )(s, s, train=train, drop_path_prob=drop_path_prob)
-    head = AuxiliaryHead(self.num_classes, pool_stride=3, bn_after_768=True, name=AUXILIARY_HEAD)
+    head = AuxiliaryHead(
+      self.num_classes, pool_stride=3, bn_after_768=True, conv_impl=impl, name=AUXILIARY_HEAD
+    )
     return _classify(self, features, auxiliary_input, head, train)
 
 
@@ -191,21 +215,28 @@ class NetworkImageNet(nn.Module):
   layers: int = 14
   channels: int = 48
   auxiliary: bool = True
+  conv_impl: str = "auto"  # conv.CONV_IMPLS; 'auto' is resolved when the network is built
+
+  def __post_init__(self):
+    _resolve_conv_impl(self)
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x, *, train: bool, drop_path_prob: Any = 0.0):
     _check_fields(self)
-    c = self.channels
-    s0 = ops.conv(c // 2, 3, stride=2, padding=1, name="stem0_conv1")(x)
+    c, impl = self.channels, self.conv_impl
+    s0 = ops.conv(c // 2, 3, stride=2, padding=1, name="stem0_conv1", conv_impl=impl)(x)
     s0 = nn.relu(ops.batch_norm(True, train, name="stem0_bn1")(s0))
-    s0 = ops.conv(c, 3, stride=2, padding=1, name="stem0_conv2")(s0)
+    s0 = ops.conv(c, 3, stride=2, padding=1, name="stem0_conv2", conv_impl=impl)(s0)
     s0 = ops.batch_norm(True, train, name="stem0_bn2")(s0)
-    s1 = ops.conv(c, 3, stride=2, padding=1, name="stem1_conv")(nn.relu(s0))
+    s1 = ops.conv(c, 3, stride=2, padding=1, name="stem1_conv", conv_impl=impl)(nn.relu(s0))
     s1 = ops.batch_norm(True, train, name="stem1_bn")(s1)
-    features, auxiliary_input = CellStack(self.genotype, self.layers, c, True, name="cells")(
+    features, auxiliary_input = CellStack(self.genotype, self.layers, c, True, impl, name="cells")(
       s0, s1, train=train, drop_path_prob=drop_path_prob
     )
-    head = AuxiliaryHead(self.num_classes, pool_stride=2, bn_after_768=False, name=AUXILIARY_HEAD)
+    head = AuxiliaryHead(
+      self.num_classes, pool_stride=2, bn_after_768=False, conv_impl=impl, name=AUXILIARY_HEAD
+    )
     return _classify(self, features, auxiliary_input, head, train)
 
 
@@ -220,9 +251,11 @@ def make_eval_network(
   layers: int | None = None,
   channels: int | None = None,
   auxiliary: bool = True,
+  conv_impl: str = "auto",
 ) -> nn.Module:
   """The 'cifar' or 'imagenet' evaluation network of `genotype` (a Genotype, built-in name
-  or JSON path); unset sizes take the published defaults (NETWORK_DEFAULTS)."""
+  or JSON path); unset sizes take the published defaults (NETWORK_DEFAULTS); its
+  convolutions run by `conv_impl` (conv.CONV_IMPLS, resolved here)."""
   if network not in NETWORKS:
     raise ValueError(f"network must be one of {tuple(NETWORKS)}, got {network!r}")
   defaults = NETWORK_DEFAULTS[network]
@@ -232,6 +265,7 @@ def make_eval_network(
     layers=defaults["layers"] if layers is None else layers,
     channels=defaults["channels"] if channels is None else channels,
     auxiliary=auxiliary,
+    conv_impl=conv.resolve(conv_impl),
   )
 
 

@@ -8,7 +8,9 @@ affine-free batch norm, the evaluation network with affine batch norm. Convoluti
 and use PyTorch's default initialisation; batch norm uses PyTorch's momentum (0.1) and eps
 (1e-5). Every module is called as ``module(x, train=...)``: in training mode batch norm
 normalises with batch statistics and updates its running statistics in the ``batch_stats``
-collection, in evaluation mode it uses the running statistics.
+collection, in evaluation mode it uses the running statistics. Every module that convolves takes
+``conv_impl`` (``conv.CONV_IMPLS``, default 'auto': ``conv.resolve`` picks the XLA:CPU fast path
+on CPU, plain ``lax`` convolutions on GPU/TPU); it changes the program, never the variables.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from skillearn_jax.nas.conv import conv2d
+from skillearn_jax.nas import conv as conv_lib
 
 PRIMITIVES = (
   'none',
@@ -55,7 +57,8 @@ def batch_norm(affine: bool, train: bool, name: str | None = None) -> nn.BatchNo
 
 class Conv(nn.Module):
   """Bias-free 2-D convolution with symmetric integer padding, as ``torch.nn.Conv2d``, run by
-  ``conv.conv2d``; its ``kernel`` is laid out as ``nn.Conv``'s (k, k, C_in / groups, C_out)."""
+  ``conv.convolve`` with ``conv_impl``; its ``kernel`` is laid out as ``nn.Conv``'s
+  (k, k, C_in / groups, C_out)."""
 
   features: int
   kernel_size: int
@@ -63,6 +66,7 @@ class Conv(nn.Module):
   padding: int = 0
   dilation: int = 1
   groups: int = 1
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x):
@@ -70,7 +74,9 @@ class Conv(nn.Module):
     kernel = self.param(
       'kernel', TORCH_DEFAULT_INIT, (k, k, x.shape[-1] // self.groups, self.features)
     )
-    return conv2d(x, kernel, self.stride, self.padding, self.dilation, self.groups)
+    return conv_lib.convolve(
+      x, kernel, self.stride, self.padding, self.dilation, self.groups, impl=self.conv_impl
+    )
 
 
 def conv(
@@ -81,15 +87,16 @@ def conv(
   dilation: int = 1,
   groups: int = 1,
   name: str | None = None,
+  conv_impl: str = 'auto',
 ) -> Conv:
   """Bias-free 2-D convolution with symmetric integer padding, as ``torch.nn.Conv2d``."""
-  return Conv(features, kernel_size, stride, padding, dilation, groups, name=name)
+  return Conv(features, kernel_size, stride, padding, dilation, groups, conv_impl, name=name)
 
 
-def depthwise_conv(x, kernel, stride: int = 1, dilation: int = 1):
+def depthwise_conv(x, kernel, stride: int = 1, dilation: int = 1, conv_impl: str = 'auto'):
   """Depthwise conv of NHWC ``x`` with ``kernel`` (k, k, 1, C), 'same' zero padding
-  ``dilation * (k // 2)``, no bias (through ``conv.conv2d``)."""
-  return conv2d(x, kernel, stride, dilation * (kernel.shape[0] // 2), dilation, groups=x.shape[-1])
+  ``dilation * (k // 2)``, no bias (``conv.depthwise_conv``)."""
+  return conv_lib.depthwise_conv(x, kernel, stride, dilation, impl=conv_impl)
 
 
 class DepthwiseConv(nn.Module):
@@ -98,13 +105,14 @@ class DepthwiseConv(nn.Module):
   kernel_size: int
   stride: int = 1
   dilation: int = 1
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x):
     kernel = self.param(
       'kernel', TORCH_DEFAULT_INIT, (self.kernel_size, self.kernel_size, 1, x.shape[-1])
     )
-    return depthwise_conv(x, kernel, self.stride, self.dilation)
+    return depthwise_conv(x, kernel, self.stride, self.dilation, self.conv_impl)
 
 
 class Zero(nn.Module):
@@ -163,10 +171,18 @@ class ReLUConvBN(nn.Module):
   stride: int = 1
   padding: int = 0
   affine: bool = True
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    x = conv(self.channels, self.kernel_size, self.stride, self.padding, name='conv')(nn.relu(x))
+    x = conv(
+      self.channels,
+      self.kernel_size,
+      self.stride,
+      self.padding,
+      name='conv',
+      conv_impl=self.conv_impl,
+    )(nn.relu(x))
     return batch_norm(self.affine, train, name='bn')(x)
 
 
@@ -179,6 +195,7 @@ class DilConv(nn.Module):
   padding: int
   dilation: int
   affine: bool = True
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -187,8 +204,10 @@ class DilConv(nn.Module):
         f'DilConv: only same padding dilation * (kernel_size // 2) is '
         f'supported, got padding={self.padding}'
       )
-    x = DepthwiseConv(self.kernel_size, self.stride, self.dilation, name='depthwise')(nn.relu(x))
-    x = conv(self.channels, 1, name='pointwise')(x)
+    x = DepthwiseConv(
+      self.kernel_size, self.stride, self.dilation, self.conv_impl, name='depthwise'
+    )(nn.relu(x))
+    x = conv(self.channels, 1, name='pointwise', conv_impl=self.conv_impl)(x)
     return batch_norm(self.affine, train, name='bn')(x)
 
 
@@ -200,12 +219,13 @@ class SepConv(nn.Module):
   stride: int
   padding: int
   affine: bool = True
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    k, p = self.kernel_size, self.padding
-    x = DilConv(x.shape[-1], k, self.stride, p, 1, self.affine, name='block1')(x, train=train)
-    return DilConv(self.channels, k, 1, p, 1, self.affine, name='block2')(x, train=train)
+    k, p, impl = self.kernel_size, self.padding, self.conv_impl
+    x = DilConv(x.shape[-1], k, self.stride, p, 1, self.affine, impl, name='block1')(x, train=train)
+    return DilConv(self.channels, k, 1, p, 1, self.affine, impl, name='block2')(x, train=train)
 
 
 class FactorizedReduce(nn.Module):
@@ -214,6 +234,7 @@ class FactorizedReduce(nn.Module):
 
   channels: int
   affine: bool = True
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -223,8 +244,8 @@ class FactorizedReduce(nn.Module):
     half = self.channels // 2
     y = jnp.concatenate(
       [
-        conv(half, 1, stride=2, name='conv_1')(x),
-        conv(half, 1, stride=2, name='conv_2')(x[:, 1:, 1:, :]),
+        conv(half, 1, stride=2, name='conv_1', conv_impl=self.conv_impl)(x),
+        conv(half, 1, stride=2, name='conv_2', conv_impl=self.conv_impl)(x[:, 1:, 1:, :]),
       ],
       axis=-1,
     )
@@ -232,10 +253,16 @@ class FactorizedReduce(nn.Module):
 
 
 def make_op(
-  name: str, channels: int, stride: int, affine: bool, module_name: str | None = None
+  name: str,
+  channels: int,
+  stride: int,
+  affine: bool,
+  module_name: str | None = None,
+  conv_impl: str = 'auto',
 ) -> nn.Module:
   """The primitive ``name`` mapping ``channels`` to ``channels`` at ``stride`` (1 or 2),
-  as in the official DARTS ``OPS`` table (pooling ops carry no batch norm here)."""
+  as in the official DARTS ``OPS`` table (pooling ops carry no batch norm here); its
+  convolutions run by ``conv_impl``."""
   if stride not in (1, 2):
     raise ValueError(f'make_op: stride must be 1 or 2, got {stride}')
   kw = dict(name=module_name)
@@ -246,13 +273,13 @@ def make_op(
   if name == 'avg_pool_3x3':
     return AvgPool(stride, **kw)
   if name == 'skip_connect':
-    return Identity(**kw) if stride == 1 else FactorizedReduce(channels, affine, **kw)
+    return Identity(**kw) if stride == 1 else FactorizedReduce(channels, affine, conv_impl, **kw)
   if name in ('sep_conv_3x3', 'sep_conv_5x5'):
     k = int(name[-1])
-    return SepConv(channels, k, stride, k // 2, affine, **kw)
+    return SepConv(channels, k, stride, k // 2, affine, conv_impl, **kw)
   if name in ('dil_conv_3x3', 'dil_conv_5x5'):
     k = int(name[-1])
-    return DilConv(channels, k, stride, k - 1, 2, affine, **kw)
+    return DilConv(channels, k, stride, k - 1, 2, affine, conv_impl, **kw)
   raise ValueError(f'make_op: unknown primitive {name!r}; allowed: {", ".join(PRIMITIVES)}')
 
 

@@ -3,10 +3,11 @@
 This module owns ``MixedOp``: ``sum_o softmax(alpha)_o * op_o(x)`` over the search primitives
 (pooling followed by affine-free batch norm, every batch norm affine-free), written so that an
 edge lowers to few, cheap-to-compile ops instead of one sub-program per primitive:
-- depthwise convs go through ``ops.depthwise_conv`` (sums of shifted windows, dilation 2 on
-  polyphase components; see ``conv``);
-- the pointwise convs of the ops at one stage are one batched contraction and their batch norms
-  one normalisation (sep/dil first stages together, sep second stages together);
+- depthwise convs go through ``ops.depthwise_conv`` with the op's ``conv_impl`` (on CPU sums
+  of shifted windows, dilation 2 on polyphase components; on GPU/TPU grouped ``lax``
+  convolutions; see ``conv``);
+- the pointwise convs of the ops at one stage are one batched contraction (on every backend: a
+  1x1 conv is a matmul) and their batch norms one normalisation (sep/dil first stages together, sep second stages together);
 - max/avg pooling are max/sum over the 3 rows, then the 3 columns, of each window (no
   select-and-scatter backward);
 - optional gradient gates (``grad_gates``, traced booleans ``{'weights', 'alphas'}``) skip the
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from skillearn_jax.nas import ops
+from skillearn_jax.nas import conv, ops
 
 CONV_PRIMITIVES = ('sep_conv_3x3', 'sep_conv_5x5', 'dil_conv_3x3', 'dil_conv_5x5')
 POOL_PRIMITIVES = ('max_pool_3x3', 'avg_pool_3x3')
@@ -99,14 +100,14 @@ def _pool_3x3(x, stride: int, pad_value: float, combine):
   return x
 
 
-def depthwise_group(x, kernels, stride: int):
+def depthwise_group(x, kernels, stride: int, conv_impl: str = 'auto'):
   """Depthwise convs of several ops: ``x`` (B, H, W, C) read by every op, or (O, B, H, W, C)
   with one slice per op; ``kernels``: O pairs ``(kernel (k, k, 1, C), dilation)``.
   Returns (O, B, H', W', C): the op axis leads, so the pointwise contraction batches over it
   and the batch-norm reductions run without transposes."""
   return jnp.stack(
     [
-      ops.depthwise_conv(x if x.ndim == 4 else x[o], kernel, stride, d)
+      ops.depthwise_conv(x if x.ndim == 4 else x[o], kernel, stride, d, conv_impl)
       for o, (kernel, d) in enumerate(kernels)
     ]
   )
@@ -149,6 +150,7 @@ class MixedOp(nn.Module):
   channels: int
   stride: int
   primitives: Sequence[str] = ops.PRIMITIVES
+  conv_impl: str = 'auto'  # of the depthwise convs and the strided skip's FactorizedReduce
 
   def _scope(self, path: str):
     scope = self.scope
@@ -191,13 +193,14 @@ class MixedOp(nn.Module):
     c, s = self.channels, self.stride
     if x.shape[-1] != c:
       raise ValueError(f'MixedOp: input has {x.shape[-1]} channels, channels={c}')
+    conv_impl = conv.resolve(self.conv_impl)
     kernel_gate = None if grad_gates is None else grad_gates['weights']
     alpha_gate = None if grad_gates is None else grad_gates['alphas']
 
     def depthwise(x, kernels, stride):
       dilations = [d for _, d in kernels]
       return gated(
-        lambda x, ks: depthwise_group(x, list(zip(ks, dilations)), stride),
+        lambda x, ks: depthwise_group(x, list(zip(ks, dilations)), stride, conv_impl),
         x,
         [k for k, _ in kernels],
         kernel_gate,
@@ -213,7 +216,9 @@ class MixedOp(nn.Module):
       outputs.update({p: pooled[i] for i, p in enumerate(pool_names)})
     if 'skip_connect' in self.primitives:
       outputs['skip_connect'] = (
-        x if s == 1 else ops.FactorizedReduce(c, affine=False, name='skip_connect')(x, train=train)
+        x
+        if s == 1
+        else ops.FactorizedReduce(c, False, conv_impl, name='skip_connect')(x, train=train)
       )
     convs = [p for p in CONV_PRIMITIVES if p in self.primitives]
     if convs:

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from skillearn_jax.nas import ops
+from skillearn_jax.nas import conv, ops
 from skillearn_jax.nas.genotypes import CELL_TYPES
 from skillearn_jax.nas.search_mixed_op import MixedOp
 
@@ -96,13 +96,14 @@ class _EdgeStep(nn.Module):
   train: bool
   read_inputs: bool
   remat: bool
+  conv_impl: str  # resolved ('cpu_fast' or 'xla'): part of _shared_scan's cache key
 
   @nn.compact
   def __call__(self, buffer, edge, inputs, grad_gates):
     source, target, weights = edge
     x = lax.dynamic_index_in_dim(inputs if self.read_inputs else buffer, source, keepdims=False)
     mixed_op = _RematMixedOp if self.remat else MixedOp
-    y = mixed_op(self.channels, self.stride, self.primitives, name='mixed_op')(
+    y = mixed_op(self.channels, self.stride, self.primitives, self.conv_impl, name='mixed_op')(
       x, weights, self.train, grad_gates
     )
     updated = lax.dynamic_index_in_dim(buffer, target, keepdims=False) + y
@@ -209,21 +210,23 @@ class SearchCell(nn.Module):
   multiplier: int = 4
   primitives: Sequence[str] = ops.PRIMITIVES
   remat: bool = False
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, s0, s1, weights, *, train: bool, grad_gates=None):
-    c = self.channels
+    c, impl = self.channels, conv.resolve(self.conv_impl)
     if self.reduction_prev:
-      s0 = ops.FactorizedReduce(c, affine=False, name='preprocess0')(s0, train=train)
+      s0 = ops.FactorizedReduce(c, False, impl, name='preprocess0')(s0, train=train)
     else:
-      s0 = ops.ReLUConvBN(c, affine=False, name='preprocess0')(s0, train=train)
-    s1 = ops.ReLUConvBN(c, affine=False, name='preprocess1')(s1, train=train)
+      s0 = ops.ReLUConvBN(c, affine=False, conv_impl=impl, name='preprocess0')(s0, train=train)
+    s1 = ops.ReLUConvBN(c, affine=False, conv_impl=impl, name='preprocess1')(s1, train=train)
     edges = cell_edges(self.nodes)
     step_kw = dict(
       channels=c,
       primitives=tuple(self.primitives),
       train=train,
       remat=self.remat,
+      conv_impl=impl,
       grad_gates=grad_gates,
     )
     if not self.reduction:
@@ -288,6 +291,13 @@ class SearchNetwork(nn.Module):
   # zero weight (its logit is masked to -inf before the softmax) while every edge still
   # computes the same primitives, so the edge scan stays uniform and compiles the same.
   edge_masks: tuple | None = None
+  # conv.CONV_IMPLS; 'auto' is resolved when the network is built, so the module (and any jit
+  # keyed on it) carries the implementation that runs
+  conv_impl: str = 'auto'
+
+  def __post_init__(self):
+    object.__setattr__(self, 'conv_impl', conv.resolve(self.conv_impl))
+    super().__post_init__()
 
   def _validate(self, alphas) -> None:
     for field in ('channels', 'num_classes', 'layers', 'nodes', 'multiplier', 'stem_multiplier'):
@@ -316,7 +326,13 @@ class SearchNetwork(nn.Module):
   def __call__(self, x, alphas, *, train: bool, grad_gates=None):
     self._validate(alphas)
     weights = op_weights(alphas, self.edge_masks)
-    s = ops.conv(self.stem_multiplier * self.channels, 3, padding=1, name='stem_conv')(x)
+    s = ops.conv(
+      self.stem_multiplier * self.channels,
+      3,
+      padding=1,
+      name='stem_conv',
+      conv_impl=self.conv_impl,
+    )(x)
     s0 = s1 = ops.batch_norm(True, train, name='stem_bn')(s)
     c, reduction_prev = self.channels, False
     for i in range(self.layers):
@@ -331,6 +347,7 @@ class SearchNetwork(nn.Module):
         self.multiplier,
         tuple(self.primitives),
         self.remat,
+        self.conv_impl,
         name=f'cell_{i}',
       )
       s0, s1 = (

@@ -119,6 +119,7 @@ class SearchSpace:
     layers: int,
     stem_multiplier: int = 3,
     remat: bool = True,
+    conv_impl: str = 'auto',
   ) -> search_network.SearchNetwork:
     """The weight-sharing supernet over this space."""
     return search_network.SearchNetwork(
@@ -131,6 +132,7 @@ class SearchSpace:
       primitives=self.primitives,
       remat=remat,
       edge_masks=self.masks,
+      conv_impl=conv_impl,
     )
 
 

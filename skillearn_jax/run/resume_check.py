@@ -7,8 +7,9 @@ meanings (another data order, a re-stretched learning-rate schedule) and
 leave a run that no config describes. This module compares the stored
 config with the new one before the runner overwrites it, and names every
 field that differs. Fields that only say how far to go, how often to write,
-where to find the data and the compile cache, or how exact hypergradients
-are computed (the same numbers either way) may change.
+where to find the data and the compile cache, how exact hypergradients
+are computed or which convolution implementation runs (the same numbers
+either way) may change.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ MAY_CHANGE_ON_RESUME = (
   'data.data_dir',
   'allow_config_change',
   'exact_mode',
+  'net.conv_impl',
 )
 _ABSENT = '<absent>'
 # Fields older workdirs stored under another name, or that no longer exist, and the value an

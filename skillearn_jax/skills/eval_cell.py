@@ -30,6 +30,7 @@ from skillearn_jax.data import augment as augment_lib
 from skillearn_jax.data import catalog
 from skillearn_jax.data import stream as stream_lib
 from skillearn_jax.nas import cell_plot
+from skillearn_jax.nas import conv
 from skillearn_jax.nas import eval_network
 from skillearn_jax.nas import genotypes
 from skillearn_jax.nas import ops
@@ -170,6 +171,7 @@ def check_config(config) -> None:
   except ValueError as error:
     raise config_check.ConfigError(f'config.genotype: {error}') from None
   config_check.one_of(config, 'net.network', tuple(eval_network.NETWORKS))
+  config_check.one_of(config, 'net.conv_impl', conv.CONV_IMPLS)
   config_check.one_of(config, 'optim.schedule', SCHEDULES)
   for field in (
     'data.batch_size',
@@ -223,6 +225,7 @@ def build(config) -> base.Experiment:
     layers=config.net.layers,
     channels=config.net.channels,
     auxiliary=config.net.auxiliary_weight > 0,
+    conv_impl=config.net.conv_impl,
   )
   jitter = augment_lib.DARTS_IMAGENET_COLOR_JITTER if d.color_jitter else None
   train_stream = stream_lib.BatchStream(

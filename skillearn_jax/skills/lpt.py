@@ -231,7 +231,9 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
 
 def init_lpt(key, net, encoder, config, *, num_classes: int, image_shape, bank_size: int):
   """(params by set name, model state) of a fresh LPT program."""
-  weights, alphas, testee_stats = nas_search.init_supernet(net, key, image_shape)
+  weights, alphas, testee_stats = nas_search.init_supernet(
+    net, key, image_shape, nas_search.space_of(config.net)
+  )
   params = {WEIGHTS: weights, ALPHAS: alphas}
   model_state = {TESTEE_STATS: testee_stats}
   if config.lpt.mode == 'difficulty_only':

@@ -28,6 +28,7 @@ from skillearn_jax.data import augment as augment_lib
 from skillearn_jax.data import catalog
 from skillearn_jax.data import stream as stream_lib
 from skillearn_jax.nas import cell_plot
+from skillearn_jax.nas import conv
 from skillearn_jax.nas import genotypes
 from skillearn_jax.nas import space as space_lib
 from skillearn_jax.skills import base
@@ -49,6 +50,7 @@ def make_supernet(net_config, num_classes: int):
     layers=net_config.layers,
     stem_multiplier=net_config.stem_multiplier,
     remat=bool(net_config.get('remat', True)),
+    conv_impl=net_config.get('conv_impl', 'auto'),
   )
 
 
@@ -241,6 +243,7 @@ def check_config(config) -> None:
     )
   for field in ('channels', 'layers', 'nodes', 'multiplier', 'stem_multiplier'):
     config_check.positive(config, f'net.{field}')
+  config_check.one_of(config, 'net.conv_impl', conv.CONV_IMPLS)
   check_optimizers(config)
   if config.net.multiplier > config.net.nodes:
     raise config_check.ConfigError(
@@ -270,12 +273,13 @@ def check_optimizers(config) -> None:
   config_check.positive(config, 'alphas_optim.weight_decay', allow_zero=True)
 
 
-def init_supernet(net, key, image_shape):
-  """(weights, alphas, batch_stats) of a fresh supernet `net` (from `make_supernet` or a
-  space's `supernet`), its α drawn by the space the network was built from."""
-  space = space_lib.SearchSpace(
-    primitives=net.primitives, nodes=net.nodes, multiplier=net.multiplier, masks=net.edge_masks
-  )
+def init_supernet(net, key, image_shape, space: space_lib.SearchSpace | None = None):
+  """(weights, alphas, batch_stats) of a fresh supernet `net`, its α drawn by `space` (by
+  default the space a `SearchNetwork` was built from)."""
+  if space is None:
+    space = space_lib.SearchSpace(
+      primitives=net.primitives, nodes=net.nodes, multiplier=net.multiplier, masks=net.edge_masks
+    )
   alphas = space.init_arch(jax.random.fold_in(key, 1))
   sample = jnp.zeros((2, *image_shape), jnp.float32)
   # Jitted: eager init dispatches every op of the scanned cells one by one.

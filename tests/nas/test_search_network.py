@@ -2,8 +2,9 @@
 initialisation, parameter counts pinned to the PyTorch reference, output shapes, float32
 parameters under JAX_ENABLE_X64, and the optimised network (scanned edges, fused mixed op)
 against a plain per-edge, per-primitive formulation built from ops.make_op on the same
-variables, whose convolutions are lax.conv_general_dilated with JAX's own derivatives (an
-independent truth for conv.conv2d, and a far smaller program to compile)."""
+variables, whose convolutions are lax.conv_general_dilated with JAX's own derivatives
+(conv_impl 'xla': an independent truth for conv.conv2d, and a far smaller program to
+compile)."""
 
 from typing import Sequence
 from unittest import mock
@@ -23,14 +24,12 @@ from skillearn_jax.nas.search_network import (
   num_edges,
   unstack_cell_edges,
 )
-from tests.nas.test_conv import lax_conv2d
 
 TINY = dict(channels=4, layers=3, nodes=2, multiplier=2)  # cells: normal, reduce, reduce
 
 
-def lax_convolutions():
-  """Within this context, ops' modules convolve with lax instead of conv.conv2d."""
-  return mock.patch.object(ops, 'conv2d', lax_conv2d)
+# the plain formulation's convolutions: plain lax, JAX's own derivatives
+PLAIN_CONV = 'xla'
 
 
 class PlainMixedOp(nn.Module):
@@ -44,7 +43,7 @@ class PlainMixedOp(nn.Module):
   def __call__(self, x, weights, *, train):
     out = 0.0
     for weight, name in zip(weights, self.primitives):
-      y = ops.make_op(name, self.channels, self.stride, False, module_name=name)(x, train=train)
+      y = ops.make_op(name, self.channels, self.stride, False, name, PLAIN_CONV)(x, train=train)
       if name.endswith('pool_3x3'):
         y = ops.batch_norm(False, train, name=f'{name}_bn')(y)
       out = out + weight * y
@@ -63,7 +62,7 @@ class PlainSearchNetwork(nn.Module):
   @nn.compact
   def __call__(self, x, alphas, *, train):
     s0 = s1 = ops.batch_norm(True, train, name='stem_bn')(
-      ops.conv(3 * self.channels, 3, padding=1, name='stem_conv')(x)
+      ops.conv(3 * self.channels, 3, padding=1, name='stem_conv', conv_impl=PLAIN_CONV)(x)
     )
     c, reduction_prev = self.channels, False
     for i in range(self.layers):
@@ -71,13 +70,15 @@ class PlainSearchNetwork(nn.Module):
       c = 2 * c if reduction else c
       weights = jax.nn.softmax(alphas['reduce' if reduction else 'normal'], -1)
       pre0 = (
-        ops.FactorizedReduce(c, False, name=f'cell_{i}_preprocess0')
+        ops.FactorizedReduce(c, False, PLAIN_CONV, name=f'cell_{i}_preprocess0')
         if reduction_prev
-        else ops.ReLUConvBN(c, affine=False, name=f'cell_{i}_preprocess0')
+        else ops.ReLUConvBN(c, affine=False, conv_impl=PLAIN_CONV, name=f'cell_{i}_preprocess0')
       )
       states = [
         pre0(s0, train=train),
-        ops.ReLUConvBN(c, affine=False, name=f'cell_{i}_preprocess1')(s1, train=train),
+        ops.ReLUConvBN(c, affine=False, conv_impl=PLAIN_CONV, name=f'cell_{i}_preprocess1')(
+          s1, train=train
+        ),
       ]
       edges = cell_edges(self.nodes)
       for node in range(self.nodes):
@@ -183,8 +184,7 @@ def test_optimised_network_matches_plain_formulation(tiny_setup):
     lambda v: model.apply(v, x, alphas, train=True, mutable=['batch_stats'])
   )
   logits, updates = train_step(net)(variables)
-  with lax_convolutions():
-    ref_logits, ref_updates = train_step(plain)(plain_vars)
+  ref_logits, ref_updates = train_step(plain)(plain_vars)
   assert logits.shape == (3, 10)
   chex.assert_trees_all_close(logits, ref_logits, atol=1e-4, rtol=1e-4)
   chex.assert_trees_all_close(
@@ -197,8 +197,7 @@ def test_optimised_network_matches_plain_formulation(tiny_setup):
   trained = {'params': variables['params'], 'batch_stats': updates['batch_stats']}
   evaluate = lambda model: jax.jit(lambda v: model.apply(v, x, alphas, train=False))
   eval_logits = evaluate(net)(trained)
-  with lax_convolutions():
-    ref_eval = evaluate(plain)({k: to_plain_layout(v, TINY['nodes']) for k, v in trained.items()})
+  ref_eval = evaluate(plain)({k: to_plain_layout(v, TINY['nodes']) for k, v in trained.items()})
   chex.assert_trees_all_close(eval_logits, ref_eval, atol=1e-4, rtol=1e-4)
 
 
@@ -215,14 +214,13 @@ def _gradients(model, params, stats, x, alphas):
 def _assert_gradients_match_plain(remat: bool, tiny_setup):
   net, x, alphas, variables = tiny_setup
   plain = PlainSearchNetwork(TINY['channels'], TINY['layers'], TINY['nodes'], TINY['multiplier'])
-  with lax_convolutions():
-    ref_params, ref_alphas = _gradients(
-      plain,
-      to_plain_layout(variables['params'], TINY['nodes']),
-      to_plain_layout(variables['batch_stats'], TINY['nodes']),
-      x,
-      alphas,
-    )
+  ref_params, ref_alphas = _gradients(
+    plain,
+    to_plain_layout(variables['params'], TINY['nodes']),
+    to_plain_layout(variables['batch_stats'], TINY['nodes']),
+    x,
+    alphas,
+  )
   d_params, d_alphas = _gradients(
     net.clone(remat=remat), variables['params'], variables['batch_stats'], x, alphas
   )
