@@ -77,7 +77,7 @@ def _program_and_state(args, skill: str, rng):
   config = _config(args)
   key = jax.random.PRNGKey(args.seed)
   if skill == 'darts':
-    net = nas_search.make_supernet(config.net, DARTS_CLASSES)
+    net = nas_search.make_supernet(config, DARTS_CLASSES)
     program, _ = darts.darts_program(net, config, STEPS_PER_EPOCH)
     weights, alphas, stats = nas_search.init_supernet(net, key, IMAGE_SHAPE)
     params = {darts.WEIGHTS: weights, darts.ALPHAS: alphas}
@@ -85,7 +85,7 @@ def _program_and_state(args, skill: str, rng):
     batches = _batches(args, rng, {'train': DARTS_CLASSES, 'val': DARTS_CLASSES})
   else:
     labels = ('cifar100', 'cifar10')
-    nets = [nas_search.make_supernet(config.net, c) for c in IL_CLASSES]
+    nets = [nas_search.make_supernet(config, c) for c in IL_CLASSES]
     program, _ = il.supernet_program(nets, labels, config, STEPS_PER_EPOCH)
     params, model_state = il.init_supernet_params(nets, labels, config.il.rounds, key, IMAGE_SHAPE)
     classes = dict(zip(labels, IL_CLASSES))

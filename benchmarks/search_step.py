@@ -69,7 +69,7 @@ def run_jax(args, method: str, order: int) -> dict:
   if args.cache_dir:
     compilation_cache.enable(args.cache_dir)
   config = _jax_config(args)
-  net = nas_search.make_supernet(config.net, 10)
+  net = nas_search.make_supernet(config, 10)
   program, _ = darts.darts_program(net, config, steps_per_epoch=390)
   with host_memory.Releaser():  # as the runner builds its model
     weights, alphas, stats = nas_search.init_supernet(

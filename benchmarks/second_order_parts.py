@@ -58,7 +58,7 @@ def run_part(args, part: str) -> dict:
   config = common.program_config('darts')
   common.darts_search_blocks(config)
   config.net.layers, config.net.channels = args.layers, args.channels
-  net = nas_search.make_supernet(config.net, 10)
+  net = nas_search.make_supernet(config, 10)
   weights, alphas, stats = nas_search.init_supernet(net, jax.random.PRNGKey(args.seed), (32, 32, 3))
   loss = nas_search.classification_loss(
     net, weights='weights', alphas='alphas', stats='batch_stats'

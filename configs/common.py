@@ -82,8 +82,103 @@ def darts_search_blocks(
   c.weights_optim = ml_collections.ConfigDict(
     dict(lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, clip=5.0)
   )
-  c.alphas_optim = ml_collections.ConfigDict(dict(lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3))
+  c.alphas_optim = ml_collections.ConfigDict(
+    # warmup_epochs: architecture updates held at zero for that many epochs (PC-DARTS, P-DARTS)
+    dict(lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, warmup_epochs=0)
+  )
+  space_blocks(c)
   return c
+
+
+def space_blocks(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The search space and every variant's knobs, so `--config.space=NAME` and
+  `--config.darts_plus.enabled=True` work on any NAS search config."""
+  c.space = 'darts'  # darts | pdarts | pcdarts | darts_minus
+  # PC-DARTS: 1/k of each edge's channels go through the mixed op (4 on CIFAR, 2 on ImageNet).
+  c.pcdarts = ml_collections.ConfigDict(dict(k=4))
+  # DARTS-: the auxiliary skip's coefficient, linear per epoch from aux_start (epoch 0) towards
+  # aux_end (reached after the last epoch; the official code's (E - e) / E).
+  c.darts_minus = ml_collections.ConfigDict(dict(aux_start=1.0, aux_end=0.0))
+  # P-DARTS: stages of `layers` cells keeping `keep` ops per edge at their end, each of
+  # num_epochs epochs with the dropout rate after skip-connects `drop_rates[stage]` (decaying
+  # by exp(-drop_decay * epochs after the warm-up)); at most `max_skips` skip-connects in the
+  # final normal cell. `stage`, `drop_rate` and `masks` are set by the runner per stage.
+  c.pdarts = ml_collections.ConfigDict(
+    dict(
+      layers=(5, 11, 17),
+      keep=(5, 3, 1),
+      drop_rates=(0.1, 0.4, 0.7),
+      drop_decay=0.2,
+      max_skips=2,
+      stage=0,
+      drop_rate=0.0,
+      masks='',
+    )
+  )
+  # DARTS+: stop once the normal cell holds max_skips skip-connects or the α ranking has held
+  # for stable_epochs epochs (0 turns either criterion off).
+  c.darts_plus = ml_collections.ConfigDict(dict(enabled=False, max_skips=2, stable_epochs=10))
+  return c
+
+
+SPACE_VARIANTS = ('pdarts', 'pcdarts', 'darts_minus', 'darts_plus')
+
+
+def apply_space(c: ml_collections.ConfigDict, name: str, *, keep_hypergradient: bool = False):
+  """The published search recipe of a DARTS-family variant, on any NAS search config.
+
+  With `keep_hypergradient` (the LPT, IL and MTL rows) the experiment keeps its own
+  hypergradient method; the variant's space, batch, learning rates and warm-up still apply.
+  """
+  if name == 'darts_plus':
+    c.darts_plus.enabled = True
+    return c
+  c.space = name
+  first_order = {}
+  if name == 'pcdarts':  # official train_search.py: batch 256, lr 0.1 to 0, α 6e-4 after 15
+    c.data.batch_size = 256
+    c.weights_optim.lr, c.weights_optim.lr_min = 0.1, 0.0
+    c.alphas_optim.lr, c.alphas_optim.warmup_epochs = 6e-4, 15
+    first_order = dict(hypergradient='first_order')
+  elif name == 'pdarts':  # official: 25 epochs a stage, 10 without α, batch 96, lr to 0
+    c.num_epochs = 25
+    c.data.batch_size = 96
+    c.weights_optim.lr_min = 0.0
+    c.alphas_optim.lr, c.alphas_optim.warmup_epochs = 6e-4, 10
+    first_order = dict(hypergradient='first_order')
+  elif name == 'darts_minus':  # official script: first order, DARTS' recipe otherwise
+    first_order = dict(hypergradient='first_order')
+  if not keep_hypergradient:
+    c.update(first_order)
+  return c
+
+
+def quick_space(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a variant's recipe with `quick_search` (run after both)."""
+  c.data.batch_size = min(c.data.batch_size, 32)
+  c.pcdarts.k = 2  # the quick supernet's 4 channels: 2 through the mixed op
+  c.pdarts.layers = (2, 3, 3)
+  c.num_epochs = 2
+  c.alphas_optim.warmup_epochs = min(c.alphas_optim.warmup_epochs, 1)
+  c.darts_plus.stable_epochs = min(c.darts_plus.stable_epochs, 1)
+  if c.darts_plus.enabled:
+    c.num_epochs = 4  # room to stop early
+  return c
+
+
+def parse_variant(arg: str, variants, *, config_file: str):
+  """(base variant, variant-space tokens, quick) from 'BASE[,SPACE...][,quick]'."""
+  tokens = [t.strip() for t in arg.split(',')] if arg else ['']
+  base = [t for t in tokens if t not in SPACE_VARIANTS and t != 'quick']
+  spaces = [t for t in tokens if t in SPACE_VARIANTS]
+  if len(base) > 1 or (base and base[0] not in variants):
+    raise ValueError(
+      f'{config_file}: unknown variant {arg!r}; allowed: one of {tuple(variants)}, '
+      f'optionally with any of {SPACE_VARIANTS} and quick, comma separated'
+    )
+  if len([t for t in spaces if t != 'darts_plus']) > 1:
+    raise ValueError(f'{config_file}: {arg!r} names more than one search space')
+  return (base[0] if base else ''), spaces, 'quick' in tokens
 
 
 def quick_search(c: ml_collections.ConfigDict, *, dataset='digits'):
@@ -183,29 +278,33 @@ def quick_evaluation(c: ml_collections.ConfigDict, *, dataset='digits'):
   return c
 
 
-SEARCH_VARIANTS = ('', '2nd', '1st', 'exact', 'quick')
+SEARCH_VARIANTS = ('', '2nd', '1st', 'exact', 'quick')  # each also with a SPACE_VARIANTS token
 
 
 def multitask_search(skill: str, arg: str, *, config_file: str):
   """Base and DARTS blocks of a search over several tasks (IL, MTL).
 
-  `arg` is a SEARCH_VARIANTS entry: '' and '2nd' finite differences, '1st'
-  first order, 'exact' autodiff; 'quick' shrinks to the embedded digits with
-  batch 16 and first order, since compiling several supernets is the cost
-  on a CPU. The tasks live in the skill's own block,
-  so `data.name` is dropped. Returns (config, the default task list:
+  `arg` is 'BASE[,SPACE][,quick]': BASE one of '' and '2nd' (finite differences), '1st'
+  (first order), 'exact' (autodiff); SPACE one of `SPACE_VARIANTS`, whose recipe applies with
+  the skill's own hypergradient kept; 'quick' shrinks to the embedded digits with batch 16 and
+  first order, since compiling several supernets is the cost on a CPU. The tasks live in the
+  skill's own block, so `data.name` is dropped. Returns (config, the default task list:
   'cifar100,cifar10' as the IL paper orders them, or the digits pair).
   """
-  if arg not in SEARCH_VARIANTS:
-    raise ValueError(f'{config_file}: unknown variant {arg!r}; allowed: {SEARCH_VARIANTS}')
+  base, spaces, quick = parse_variant(arg, ('', '2nd', '1st', 'exact'), config_file=config_file)
   c = program_config(skill)
   darts_search_blocks(c)
-  c.hypergradient = {'1st': 'first_order', 'exact': 'exact'}.get(arg, 'finite_difference')
+  c.hypergradient = {'1st': 'first_order', 'exact': 'exact'}.get(base, 'finite_difference')
+  for name in spaces:
+    apply_space(c, name, keep_hypergradient=True)
   tasks = 'cifar100,cifar10'
-  if arg == 'quick':
+  if quick:
     quick_search(c)
     c.data.batch_size = 16
     c.hypergradient = 'first_order'
     tasks = 'digits_a,digits_b'
+    if spaces:
+      quick_space(c)
+      c.data.batch_size = 16
   del c.data['name']
   return c, tasks

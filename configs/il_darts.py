@@ -26,6 +26,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   two embedded digits tasks, digits_a 10-way then digits_b 5-way, 3 cells,
   C = 4, first order; minutes on a CPU).
 
+  On the DARTS family (IL paper Tables 2-4): 'pdarts' = IL-PDARTS (16.14 % on CIFAR-100),
+  'pcdarts' = IL-PCDARTS (2.55 % on CIFAR-10), each with the skill's hypergradient and the
+  space's recipe, e.g. --config=configs/il_darts.py:pcdarts (quick twin: pcdarts,quick).
+
     python -m skillearn_jax.main --config=configs/il_darts.py --workdir=runs/il
     python -m skillearn_jax.main --config=configs/il_darts.py:quick --workdir=/tmp/il_quick
     python -m skillearn_jax.hypercheck --config=configs/il_darts.py:quick

@@ -7,7 +7,7 @@ import ml_collections
 
 from configs import common
 
-VARIANTS = ('', 'r18', '2nd', '1st', 'r50', 'difficulty_only', 'test_only', 'quick')
+VARIANTS = ('', 'r18', '2nd', '1st', 'r50', 'difficulty_only', 'test_only')  # + spaces, quick
 
 
 def lpt_blocks(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -58,11 +58,21 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       --config=configs/lpt_darts.py:r18 --config.lpt.weight_gamma=$g \
       --workdir=runs/lpt_gamma_$g; done
 
+  On the DARTS family (Skillearn Tables 7-8 rows LPT-R18/R50 on DARTS-1st/2nd, DARTS-,
+  DARTS+ and P-DARTS), add the variant after a comma; the space's recipe applies with the
+  variant's own hypergradient (finite differences, or first order with '1st'):
+
+    --config=configs/lpt_darts.py:r18,pdarts       LPT-R18-P-DARTS (Table 8, CIFAR-100)
+    --config=configs/lpt_darts.py:r18,darts_minus  LPT-R18-DARTS-
+    --config=configs/lpt_darts.py:r18,darts_plus   LPT-R18-DARTS+
+    --config=configs/lpt_darts.py:r50,pdarts       LPT-R50-P-DARTS (and r50,darts_minus ...)
+    --config=configs/lpt_darts.py:1st,darts_minus  LPT-R18-DARTS-1st on DARTS-
+    --config=configs/lpt_darts.py:pdarts,quick     its quick twin on the digits
+
   The selection scalars of 'difficulty_only' use the creator's optimizer
   (`config.creator_optim`); the paper gives them no rate of their own.
   """
-  if arg not in VARIANTS:
-    raise ValueError(f'configs/lpt_darts.py: unknown variant {arg!r}; allowed: {VARIANTS}')
+  arg, spaces, quick = common.parse_variant(arg, VARIANTS, config_file='configs/lpt_darts.py')
   c = common.program_config('lpt')
   common.darts_search_blocks(c)
   lpt_blocks(c)
@@ -71,11 +81,15 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.lpt.encoder = 'resnet50'
   if arg in ('difficulty_only', 'test_only'):
     c.lpt.mode = arg
-  if arg == 'quick':
+  for name in spaces:
+    common.apply_space(c, name, keep_hypergradient=True)
+  if quick:
     common.quick_search(c)
     c.lpt.encoder = 'tiny'
     # Compile time is the budget on a CPU: the quick run is first order;
     # hypercheck on it compares all methods, and --config.hypergradient
     # switches the run itself.
     c.hypergradient = 'first_order'
+    if spaces:
+      common.quick_space(c)
   return c

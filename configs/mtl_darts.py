@@ -23,6 +23,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   Variants: '' and '2nd', '1st', 'exact', 'quick' (digits_a + digits_b, 3
   cells, C = 4, first order; minutes on a CPU).
 
+  On the DARTS family (IL paper Tables 2-4 baselines): 'pdarts' = MTL-PDARTS, 'pcdarts' =
+  MTL-PCDARTS, e.g. --config=configs/mtl_darts.py:pdarts (quick twin: pdarts,quick).
+
     python -m skillearn_jax.main --config=configs/mtl_darts.py --workdir=runs/mtl
     python -m skillearn_jax.main --config=configs/mtl_darts.py:quick --workdir=/tmp/mtl_quick
     python -m skillearn_jax.hypercheck --config=configs/mtl_darts.py:quick

@@ -144,6 +144,12 @@ def _valid_counts(hw, stride: int, out_h: int, out_w: int):
   return jnp.asarray(counts)[None, :, :, None]
 
 
+def dropout(x, rate, key):
+  """Inverted dropout at a traced `rate` (torch's nn.Dropout in training mode)."""
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / jnp.maximum(1.0 - rate, 1e-6), 0.0).astype(x.dtype)
+
+
 class MixedOp(nn.Module):
   """Softmax-weighted sum of ``primitives`` on one edge; ``weights``: (len(primitives),)."""
 
@@ -187,9 +193,10 @@ class MixedOp(nn.Module):
     return (x - mean) * lax.rsqrt(var + ops.BN_EPSILON)
 
   @nn.compact
-  def __call__(self, x, weights, train: bool, grad_gates=None):
+  def __call__(self, x, weights, train: bool, grad_gates=None, skip_drop=None):
     # train positional: static under nn.remat. grad_gates: None, or traced booleans
-    # {'weights': compute kernel gradients, 'alphas': compute the mixing weights' gradient}
+    # {'weights': compute kernel gradients, 'alphas': compute the mixing weights' gradient}.
+    # skip_drop: None, or (rate, key) of P-DARTS' dropout after the identity skip-connect.
     c, s = self.channels, self.stride
     if x.shape[-1] != c:
       raise ValueError(f'MixedOp: input has {x.shape[-1]} channels, channels={c}')
@@ -220,6 +227,8 @@ class MixedOp(nn.Module):
         if s == 1
         else ops.FactorizedReduce(c, False, conv_impl, name='skip_connect')(x, train=train)
       )
+      if skip_drop is not None and s == 1 and train:
+        outputs['skip_connect'] = dropout(x, *skip_drop)
     convs = [p for p in CONV_PRIMITIVES if p in self.primitives]
     if convs:
       first = [f'{p}/block1' if p.startswith('sep') else p for p in convs]

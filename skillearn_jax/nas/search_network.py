@@ -29,6 +29,7 @@ from skillearn_jax.nas.genotypes import CELL_TYPES
 from skillearn_jax.nas.search_mixed_op import MixedOp
 
 NUM_INPUT_STATES = 2  # a cell reads the outputs of the two previous cells
+BETAS = 'betas'  # PC-DARTS' edge-normalization parameters in the architecture dict
 
 
 def num_edges(nodes: int) -> int:
@@ -68,6 +69,16 @@ def op_weights(alphas: dict, edge_masks: tuple | None = None) -> dict:
   return weights
 
 
+def edge_weights(betas, nodes: int):
+  """PC-DARTS' edge normalization: softmax of β over each node's incoming edges (node i has
+  2 + i, node-major as `cell_edges`), concatenated in edge order."""
+  parts, start = [], 0
+  for i in range(nodes):
+    parts.append(jax.nn.softmax(betas[start : start + NUM_INPUT_STATES + i]))
+    start += NUM_INPUT_STATES + i
+  return jnp.concatenate(parts)
+
+
 def validate_primitives(primitives: Sequence[str]) -> None:
   unknown = [p for p in primitives if p not in ops.PRIMITIVES]
   if not primitives or unknown or len(set(primitives)) != len(primitives):
@@ -88,7 +99,13 @@ _RematMixedOp = _remat_mixed_op(_remat_mixed_op(MixedOp))
 class _EdgeStep(nn.Module):
   """One edge of a cell's edge scan: the carry is the node-sum buffer; the edge reads its
   source from ``inputs`` (the cell inputs, when the input edges are strided and so differ in
-  shape from the nodes) or else from the buffer itself."""
+  shape from the nodes) or else from the buffer itself.
+
+  The variants' edges: with ``partial_channels`` K > 1 (PC-DARTS) the mixed op sees the first
+  C/K channels and the rest bypass it (max-pooled 2x2 on stride-2 edges), concatenated back
+  and shuffled in K groups; an edge ``scale`` (PC-DARTS' normalized edge weight) multiplies
+  the edge's output; with ``auxiliary_skip`` (DARTS-) the edge adds ``variant['aux_scale']``
+  times an identity (a FactorizedReduce on stride-2 edges) that α does not weigh."""
 
   channels: int
   stride: int
@@ -97,17 +114,55 @@ class _EdgeStep(nn.Module):
   read_inputs: bool
   remat: bool
   conv_impl: str  # resolved ('cpu_fast' or 'xla'): part of _shared_scan's cache key
+  partial_channels: int = 1
+  auxiliary_skip: bool = False
 
   @nn.compact
-  def __call__(self, buffer, edge, inputs, grad_gates):
-    source, target, weights = edge
+  def __call__(self, buffer, edge, inputs, grad_gates, variant):
+    source, target, weights, extras = edge
+    variant = variant or {}
     x = lax.dynamic_index_in_dim(inputs if self.read_inputs else buffer, source, keepdims=False)
+    k = self.partial_channels
     mixed_op = _RematMixedOp if self.remat else MixedOp
-    y = mixed_op(self.channels, self.stride, self.primitives, self.conv_impl, name='mixed_op')(
-      x, weights, self.train, grad_gates
+    skip_drop = (variant['skip_drop'], extras['key']) if 'skip_drop' in variant else None
+    part = x[..., : self.channels // k] if k > 1 else x
+    y = mixed_op(self.channels // k, self.stride, self.primitives, self.conv_impl, name='mixed_op')(
+      part, weights, self.train, grad_gates, skip_drop
     )
+    if k > 1:
+      bypass = x[..., self.channels // k :]
+      if self.stride == 2:
+        bypass = max_pool_2x2(bypass)
+      y = channel_shuffle(jnp.concatenate([y, bypass], axis=-1), k)
+    if 'scale' in extras:
+      y = extras['scale'] * y
+    if self.auxiliary_skip:
+      aux = x
+      if self.stride == 2:
+        aux = ops.FactorizedReduce(self.channels, False, self.conv_impl, name='auxiliary_skip')(
+          x, train=self.train
+        )
+      y = y + variant['aux_scale'] * aux
     updated = lax.dynamic_index_in_dim(buffer, target, keepdims=False) + y
     return lax.dynamic_update_index_in_dim(buffer, updated, target, 0), None
+
+
+def max_pool_2x2(x):
+  """2x2 max pooling, stride 2 (torch's MaxPool2d(2, 2)): the bypass of PC-DARTS' stride-2
+  edges."""
+  if x.shape[1] % 2 or x.shape[2] % 2:
+    raise ValueError(
+      f'partial channels: a stride-2 edge pools its bypass 2x2, which needs an even image '
+      f'side; got {x.shape[1]}x{x.shape[2]}'
+    )
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
+
+
+def channel_shuffle(x, groups: int):
+  """NHWC channel shuffle: channel g * (C / groups) + i moves to i * groups + g, as the
+  official PC-DARTS `channel_shuffle` does in NCHW."""
+  *lead, c = x.shape
+  return x.reshape(*lead, groups, c // groups).swapaxes(-1, -2).reshape(*lead, c)
 
 
 def _edge_scan(
@@ -118,6 +173,7 @@ def _edge_scan(
   name: str,
   remat: bool = False,
   grad_gates=None,
+  variant=None,
   **step_fields,
 ):
   """Run ``_EdgeStep`` over ``edges`` = (sources, targets, weights), one stacked set of
@@ -135,10 +191,10 @@ def _edge_scan(
       _EdgeStep,
       variable_axes={'params': 0, 'batch_stats': 0},
       split_rngs={'params': True},
-      in_axes=(0, nn.broadcast, nn.broadcast),
+      in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
       length=len(edges[0]),
     )
-    buffer, _ = scanned(name=name, **fields)(buffer, edges, inputs, grad_gates)
+    buffer, _ = scanned(name=name, **fields)(buffer, edges, inputs, grad_gates, variant)
     return buffer
   variables = {
     col: cell.variables[col][name]
@@ -147,7 +203,7 @@ def _edge_scan(
   }
   update_stats = fields['train'] and cell.is_mutable_collection('batch_stats')
   buffer, stats = _shared_scan(update_stats=update_stats, **fields)(
-    variables, buffer, edges, inputs, grad_gates
+    variables, buffer, edges, inputs, grad_gates, variant
   )
   if update_stats:
     cell.put_variable('batch_stats', name, stats)
@@ -162,10 +218,10 @@ def _shared_scan(update_stats: bool, **fields):
   step = _EdgeStep(**fields)
   mutable = ['batch_stats'] if update_stats else False
 
-  def run(variables, buffer, edges, inputs, grad_gates):
+  def run(variables, buffer, edges, inputs, grad_gates, variant):
     def body(buffer, edge_and_variables):
       edge, edge_variables = edge_and_variables
-      out = step.apply(edge_variables, buffer, edge, inputs, grad_gates, mutable=mutable)
+      out = step.apply(edge_variables, buffer, edge, inputs, grad_gates, variant, mutable=mutable)
       (buffer, _), updates = out if update_stats else (out, {})
       return buffer, updates.get('batch_stats')
 
@@ -174,10 +230,10 @@ def _shared_scan(update_stats: bool, **fields):
   return jax.jit(run)
 
 
-def _edge_arrays(edges, weights, source_offset: int, target_offset: int):
+def _edge_arrays(edges, weights, extras, source_offset: int, target_offset: int):
   sources = jnp.asarray([s - source_offset for s, _ in edges], jnp.int32)
   targets = jnp.asarray([t + target_offset for _, t in edges], jnp.int32)
-  return sources, targets, weights
+  return sources, targets, weights, extras
 
 
 def unstack_cell_edges(cell_variables: dict, nodes: int) -> dict:
@@ -211,9 +267,14 @@ class SearchCell(nn.Module):
   primitives: Sequence[str] = ops.PRIMITIVES
   remat: bool = False
   conv_impl: str = 'auto'
+  partial_channels: int = 1
+  auxiliary_skip: bool = False
 
   @nn.compact
-  def __call__(self, s0, s1, weights, *, train: bool, grad_gates=None):
+  def __call__(self, s0, s1, weights, *, train: bool, grad_gates=None, extras=None, variant=None):
+    # extras: per-edge arrays (leading axis: the cell's edges), e.g. PC-DARTS' edge scales
+    # and P-DARTS' dropout keys; variant: scalars every edge reads (see _EdgeStep).
+    extras = extras or {}
     c, impl = self.channels, conv.resolve(self.conv_impl)
     if self.reduction_prev:
       s0 = ops.FactorizedReduce(c, False, impl, name='preprocess0')(s0, train=train)
@@ -228,13 +289,20 @@ class SearchCell(nn.Module):
       remat=self.remat,
       conv_impl=impl,
       grad_gates=grad_gates,
+      variant=variant,
+      **(
+        dict(partial_channels=self.partial_channels, auxiliary_skip=self.auxiliary_skip)
+        if self.partial_channels > 1 or self.auxiliary_skip
+        else {}
+      ),
     )
+    pick = lambda keep: jax.tree_util.tree_map(lambda a: a[keep], extras)
     if not self.reduction:
       states = jnp.concatenate([jnp.stack([s0, s1]), jnp.zeros((self.nodes,) + s1.shape, s1.dtype)])
       states = _edge_scan(
         self,
         states,
-        _edge_arrays(edges, weights, 0, NUM_INPUT_STATES),
+        _edge_arrays(edges, weights, extras, 0, NUM_INPUT_STATES),
         None,
         'edges',
         stride=1,
@@ -250,7 +318,7 @@ class SearchCell(nn.Module):
       nodes = _edge_scan(
         self,
         nodes,
-        _edge_arrays(input_edges, weights[is_input], 0, 0),
+        _edge_arrays(input_edges, weights[is_input], pick(is_input), 0, 0),
         jnp.stack([s0, s1]),
         'input_edges',
         stride=2,
@@ -260,7 +328,7 @@ class SearchCell(nn.Module):
         nodes = _edge_scan(
           self,
           nodes,
-          _edge_arrays(node_edges, weights[~is_input], NUM_INPUT_STATES, 0),
+          _edge_arrays(node_edges, weights[~is_input], pick(~is_input), NUM_INPUT_STATES, 0),
           None,
           'node_edges',
           stride=1,
@@ -294,6 +362,13 @@ class SearchNetwork(nn.Module):
   # conv.CONV_IMPLS; 'auto' is resolved when the network is built, so the module (and any jit
   # keyed on it) carries the implementation that runs
   conv_impl: str = 'auto'
+  # The DARTS-family variants (see _EdgeStep): PC-DARTS' partial channels K and edge
+  # normalization (arch['betas']), DARTS-' auxiliary skip (variant['aux_scale']) and
+  # P-DARTS' dropout after skip-connects (variant['skip_drop'], variant['key']).
+  partial_channels: int = 1
+  edge_normalization: bool = False
+  auxiliary_skip: bool = False
+  skip_dropout: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, 'conv_impl', conv.resolve(self.conv_impl))
@@ -306,13 +381,19 @@ class SearchNetwork(nn.Module):
     if self.multiplier > self.nodes:
       raise ValueError(f'multiplier must be <= nodes ({self.nodes}), got {self.multiplier}')
     validate_primitives(self.primitives)
-    expected = (num_edges(self.nodes), len(self.primitives))
-    if not isinstance(alphas, dict) or set(alphas) != set(CELL_TYPES):
+    if self.partial_channels < 1 or self.channels % self.partial_channels:
       raise ValueError(
-        f'alphas must be a dict with keys {CELL_TYPES}, got '
+        f'partial_channels must divide channels ({self.channels}), got {self.partial_channels}'
+      )
+    expected = (num_edges(self.nodes), len(self.primitives))
+    keys = set(CELL_TYPES) | ({BETAS} if self.edge_normalization else set())
+    if not isinstance(alphas, dict) or set(alphas) != keys:
+      raise ValueError(
+        f'alphas must be a dict with keys {sorted(keys)}, got '
         f'{type(alphas).__name__} {sorted(alphas) if isinstance(alphas, dict) else ""}'
       )
-    for key, value in alphas.items():
+    for key in CELL_TYPES:
+      value = alphas[key]
       if tuple(value.shape) != expected:
         raise ValueError(
           f"alphas['{key}'] must have shape {expected} "
@@ -323,9 +404,22 @@ class SearchNetwork(nn.Module):
     return tuple(sorted({self.layers // 3, 2 * self.layers // 3}))
 
   @nn.compact
-  def __call__(self, x, alphas, *, train: bool, grad_gates=None):
+  def __call__(self, x, alphas, *, train: bool, grad_gates=None, variant=None):
     self._validate(alphas)
-    weights = op_weights(alphas, self.edge_masks)
+    weights = op_weights({c: alphas[c] for c in CELL_TYPES}, self.edge_masks)
+    extras = {c: {} for c in CELL_TYPES}
+    if self.edge_normalization:
+      for c in CELL_TYPES:
+        extras[c]['scale'] = edge_weights(alphas[BETAS][c], self.nodes)
+    # DARTS-' coefficient is read in both modes; P-DARTS' dropout only trains.
+    needed = [k for k, on in (('aux_scale', self.auxiliary_skip),) if on]
+    dropping = self.skip_dropout and train
+    needed += ['skip_drop', 'key'] if dropping else []
+    variant = dict(variant or {})
+    missing = [k for k in needed if variant.get(k) is None]
+    if missing:
+      raise ValueError(f'this supernet needs the variant values {missing}')
+    cell_variant = {k: variant[k] for k in needed if k != 'key'} or None
     s = ops.conv(
       self.stem_multiplier * self.channels,
       3,
@@ -348,16 +442,26 @@ class SearchNetwork(nn.Module):
         tuple(self.primitives),
         self.remat,
         self.conv_impl,
+        self.partial_channels,
+        self.auxiliary_skip,
         name=f'cell_{i}',
       )
+      cell_type = CELL_TYPES[1] if reduction else CELL_TYPES[0]
+      cell_extras = dict(extras[cell_type])
+      if dropping:
+        cell_extras['key'] = jax.random.split(
+          jax.random.fold_in(variant['key'], i), num_edges(self.nodes)
+        )
       s0, s1 = (
         s1,
         cell(
           s0,
           s1,
-          weights[CELL_TYPES[1] if reduction else CELL_TYPES[0]],
+          weights[cell_type],
           train=train,
           grad_gates=grad_gates,
+          extras=cell_extras,
+          variant=cell_variant,
         ),
       )
       reduction_prev = reduction

@@ -39,6 +39,13 @@ class SearchSpace:
   nodes: int = 4
   multiplier: int = 4
   masks: tuple | None = None
+  # The DARTS-family variants (see `search_network._EdgeStep`): PC-DARTS' partial channels
+  # (K) and edge normalization (β per cell type and edge), DARTS-' auxiliary skip, P-DARTS'
+  # dropout after skip-connects.
+  partial_channels: int = 1
+  edge_normalization: bool = False
+  auxiliary_skip: bool = False
+  skip_dropout: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, 'primitives', tuple(self.primitives))
@@ -85,12 +92,32 @@ class SearchSpace:
 
   def init_arch(self, key: jax.Array) -> dict:
     """Fresh architecture parameters: α logits per cell type, 1e-3 · N(0, 1), as the official
-    DARTS code draws them (masked-off entries are drawn too and never read)."""
-    return search_network.init_alphas(key, nodes=self.nodes, num_ops=len(self.primitives))
+    DARTS code draws them (masked-off entries are drawn too and never read); with edge
+    normalization also β per cell type and edge, 1e-3 · N(0, 1) as PC-DARTS draws them."""
+    arch = search_network.init_alphas(key, nodes=self.nodes, num_ops=len(self.primitives))
+    if self.edge_normalization:
+      keys = jax.random.split(jax.random.fold_in(key, 1), len(CELL_TYPES))
+      arch[search_network.BETAS] = {
+        c: 1e-3 * jax.random.normal(k, (self.num_edges,), jnp.float32)
+        for c, k in zip(CELL_TYPES, keys)
+      }
+    return arch
+
+  def init_variant(self) -> dict | None:
+    """The supernet's `variant` values for `init` and shape-only passes (DARTS-' coefficient
+    at its start; dropout only trains), or None when the space needs none."""
+    return {'aux_scale': jnp.float32(1.0)} if self.auxiliary_skip else None
 
   def op_weights(self, arch) -> dict:
-    """Per cell type, each edge's weights over its primitives (zero where off)."""
-    return search_network.op_weights(dict(arch), self.masks)
+    """Per cell type, each edge's weights over its primitives (zero where off), times the
+    edge's normalized β under edge normalization (what PC-DARTS' genotype ranks)."""
+    weights = search_network.op_weights({c: arch[c] for c in CELL_TYPES}, self.masks)
+    if self.edge_normalization:
+      weights = {
+        c: w * search_network.edge_weights(arch[search_network.BETAS][c], self.nodes)[:, None]
+        for c, w in weights.items()
+      }
+    return weights
 
   def genotype(self, arch) -> genotypes.Genotype:
     """The DARTS genotype of `arch`: per node the two strongest incoming edges, each with its
@@ -133,13 +160,97 @@ class SearchSpace:
       remat=remat,
       edge_masks=self.masks,
       conv_impl=conv_impl,
+      partial_channels=self.partial_channels,
+      edge_normalization=self.edge_normalization,
+      auxiliary_skip=self.auxiliary_skip,
+      skip_dropout=self.skip_dropout,
     )
 
 
+def count_search_params(
+  space: SearchSpace,
+  *,
+  channels: int = 16,
+  layers: int = 8,
+  num_classes: int = 10,
+  image_shape=(32, 32, 3),
+) -> int:
+  """The supernet's weights (no architecture parameters), counting on each edge only the ops
+  still on, as the official code of a pruned space (a P-DARTS stage) builds only those. From
+  the parameter shapes (jax.eval_shape): nothing is compiled."""
+  net = space.supernet(channels=channels, num_classes=num_classes, layers=layers, remat=False)
+  arch = jax.eval_shape(space.init_arch, jax.random.key(0))
+  x = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
+  variant = space.init_variant()
+  kwargs = {'variant': variant} if variant else {}
+  shapes = jax.eval_shape(
+    lambda k, x, a: net.init(k, x, a, train=False, **kwargs), jax.random.key(0), x, arch
+  )
+  params = shapes['params']
+  total = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params))
+  edges = search_network.cell_edges(space.nodes)
+  groups = {
+    'edges': list(range(len(edges))),
+    'input_edges': [e for e, (src, _) in enumerate(edges) if src < genotypes.NUM_INPUT_STATES],
+    'node_edges': [e for e, (src, _) in enumerate(edges) if src >= genotypes.NUM_INPUT_STATES],
+  }
+  reductions = net.reduction_layers()
+  for i in range(layers):
+    mask = space.mask(CELL_TYPES[1] if i in reductions else CELL_TYPES[0])
+    for group, indices in groups.items():
+      mixed = params[f'cell_{i}'].get(group, {}).get('mixed_op', {})
+      for o, name in enumerate(space.primitives):
+        if name not in mixed:
+          continue
+        per_edge = sum(int(np.prod(l.shape[1:])) for l in jax.tree_util.tree_leaves(mixed[name]))
+        total -= per_edge * sum(not mask[e, o] for e in indices)
+  return total
+
+
+def of_network(net: search_network.SearchNetwork) -> SearchSpace:
+  """The space a supernet was built from."""
+  return SearchSpace(
+    primitives=net.primitives,
+    nodes=net.nodes,
+    multiplier=net.multiplier,
+    masks=net.edge_masks,
+    partial_channels=net.partial_channels,
+    edge_normalization=net.edge_normalization,
+    auxiliary_skip=net.auxiliary_skip,
+    skip_dropout=net.skip_dropout,
+  )
+
+
 def _as_arrays(arch) -> dict:
-  return {k: jnp.asarray(v) for k, v in dict(arch).items()}
+  return jax.tree_util.tree_map(jnp.asarray, dict(arch))
+
+
+SPACES = ('darts', 'pdarts', 'pcdarts', 'darts_minus')
 
 
 def darts(*, nodes: int = 4, multiplier: int = 4, primitives: Sequence[str] = ops.PRIMITIVES):
   """The DARTS space: every primitive on every edge."""
   return SearchSpace(primitives=tuple(primitives), nodes=nodes, multiplier=multiplier)
+
+
+def pcdarts(*, k: int = 4, nodes: int = 4, multiplier: int = 4):
+  """PC-DARTS (Xu et al., 2020): the DARTS space with partial channels (1/K of each edge's
+  channels through the mixed op) and edge normalization."""
+  if k < 1:
+    raise ValueError(f'pcdarts: k must be >= 1, got {k}')
+  return SearchSpace(
+    nodes=nodes, multiplier=multiplier, partial_channels=k, edge_normalization=True
+  )
+
+
+def darts_minus(*, nodes: int = 4, multiplier: int = 4):
+  """DARTS- (Chu et al., 2021): the DARTS space with an auxiliary skip on every edge, outside
+  α, scaled by a coefficient that decays to 0 over the search."""
+  return SearchSpace(nodes=nodes, multiplier=multiplier, auxiliary_skip=True)
+
+
+def pdarts(*, nodes: int = 4, multiplier: int = 4, masks=None):
+  """A P-DARTS (Chen et al., 2019) stage's space: the DARTS space with dropout after
+  skip-connects, narrowed per edge to the ops still on (`masks`, None in the first stage)."""
+  space = SearchSpace(nodes=nodes, multiplier=multiplier, skip_dropout=True)
+  return space.with_masks(masks) if masks is not None else space

@@ -116,10 +116,15 @@ def train_and_evaluate(
   last_step = total_steps(config, steps_per_epoch)
   history: list = []
   epoch_sums = {name: 0.0 for name in exp.epoch_means}
+  stopped = None  # {'reason', 'epoch', 'step'} once `should_stop` says so
   if start_step:
     state, extra = ckpt.restore(state, start_step)
     history = list(extra.get('history', []))
     epoch_sums = dict(extra.get('epoch_sums', epoch_sums))
+    stopped = extra.get('stopped')
+  if stopped:
+    last_step = start_step
+    print(f"stopped early at epoch {stopped['epoch']}: {stopped['reason']}", flush=True)
 
   mesh = sharding.make_mesh()
   state = sharding.replicate(state, mesh)
@@ -145,6 +150,8 @@ def train_and_evaluate(
       extra['history'] = history
     if exp.epoch_means:
       extra['epoch_sums'] = epoch_sums
+    if stopped:
+      extra['stopped'] = stopped
     ckpt.save(step, state, extra)
 
   compiles.first_step(steps_to_run=start_step < last_step)
@@ -191,12 +198,19 @@ def train_and_evaluate(
           )
           if exp.write_artifacts and primary:
             exp.write_artifacts(state, workdir, history)
+        reason = exp.should_stop(history) if exp.should_stop and epoch_end else None
+        if reason:
+          stopped = {'reason': reason, 'epoch': epoch + 1, 'step': done}
       last_metrics = metrics
       if done % config.log_every_steps == 0 or epoch_end or done == last_step:
         writer.write(done, metrics)
         progress.update(done, metrics, seconds)
       if done % config.checkpoint_every_steps == 0 or epoch_end:
         save(done)
+      if stopped:
+        print(f'stopping early at epoch {epoch + 1} (step {done}): {reason}', flush=True)
+        last_step = done
+        break
     end_step = max(last_step, start_step)
     if ckpt.latest_step() != end_step:
       save(end_step)
@@ -212,6 +226,8 @@ def train_and_evaluate(
   if exp.summary:
     summary.update(exp.summary(state, last_metrics))
   summary['final_metrics'] = last_metrics
+  if stopped:
+    summary['stopped'] = stopped
   # This process's model init and first step; a resumed run reports its own.
   summary['compile'] = compiles.as_dict()
   if primary:

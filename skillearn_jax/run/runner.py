@@ -13,6 +13,7 @@ from skillearn_jax import skills
 from skillearn_jax.run import compilation_cache
 from skillearn_jax.run import loop
 from skillearn_jax.run import options
+from skillearn_jax.run import stages
 from skillearn_jax.skills import base
 
 
@@ -43,12 +44,20 @@ def program_experiment(setup: base.SkillSetup, config) -> base.Experiment:
     evaluate=evaluate,
     describe=setup.describe,
     write_artifacts=setup.write_artifacts,
+    should_stop=setup.should_stop,
     summary=lambda state, _: {'describe': setup.describe(state) if setup.describe else None},
   )
 
 
 def run(config, workdir: str) -> dict:
   """Runs (or resumes) the experiment `config` names in `workdir`; returns its summary."""
+  skills.check(config)
+  if stages.staged(config):  # P-DARTS: stages chained in one workdir
+    return stages.run_stages(config, workdir, _run_one)
+  return _run_one(config, workdir)
+
+
+def _run_one(config, workdir: str) -> dict:
   skills.check(config)
   cache_dir = compilation_cache.enable(config.compilation_cache_dir)
   experiment = skills.build(config)

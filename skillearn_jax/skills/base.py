@@ -43,6 +43,8 @@ class SkillSetup:
   evaluate: Optional[Callable[[core.ProgramState], Mapping[str, float]]] = None
   # step -> learning rates to log, by name.
   learning_rates: Optional[Callable[[int], Mapping[str, float]]] = None
+  # history -> why to stop early (e.g. DARTS+), or None; asked at epoch ends.
+  should_stop: Optional[Callable[[list], Optional[str]]] = None
 
 
 @dataclasses.dataclass
@@ -79,6 +81,9 @@ class Experiment:
   describe: Optional[Callable[[PyTree], Mapping[str, Any]]] = None
   # (state, workdir, history) -> None, at epoch ends and at the end.
   write_artifacts: Optional[Callable[[PyTree, str, list], None]] = None
+  # history (one {'epoch', 'step', 'describe'} per epoch so far) -> why to stop now, or None;
+  # asked at epoch ends, after `describe`. A stopped run stays stopped when resumed.
+  should_stop: Optional[Callable[[list], Optional[str]]] = None
   # workdir -> None, once before training (e.g. the evaluated genotype and its diagrams).
   prepare_workdir: Optional[Callable[[str], None]] = None
   # (state, final metrics) -> fields of summary.json beside steps, epochs and metrics.

@@ -23,9 +23,18 @@ def darts_program(net, config, steps_per_epoch: int):
   weights_set, schedule = nas_search.weight_param_set(
     WEIGHTS, config.weights_optim, steps_per_epoch, config.num_epochs
   )
-  loss = nas_search.classification_loss(net, weights=WEIGHTS, alphas=ALPHAS, stats='batch_stats')
+  loss = nas_search.classification_loss(
+    net,
+    weights=WEIGHTS,
+    alphas=ALPHAS,
+    stats='batch_stats',
+    variant=nas_search.variant_values(config, steps_per_epoch),
+  )
   program = core.Program(
-    param_sets=[weights_set, nas_search.arch_param_set(ALPHAS, config.alphas_optim)],
+    param_sets=[
+      weights_set,
+      nas_search.arch_param_set(ALPHAS, config.alphas_optim, steps_per_epoch),
+    ],
     stages=[core.Stage('train', active=[WEIGHTS], supporting=[ALPHAS], loss=loss)],
     validation=core.Validation(loss, {ALPHAS: 'minimize'}),
   )
@@ -35,11 +44,13 @@ def darts_program(net, config, steps_per_epoch: int):
 def build(config) -> base.SkillSetup:
   weight_stream, arch_stream, info, data = nas_search.search_streams(config)
   steps_per_epoch = min(weight_stream.steps_per_epoch, arch_stream.steps_per_epoch)
-  net = nas_search.make_supernet(config.net, info.num_classes)
+  net = nas_search.make_supernet(config, info.num_classes)
   program, schedule = darts_program(net, config, steps_per_epoch)
 
   def init(key):
-    weights, alphas, stats = nas_search.init_supernet(net, key, info.image_shape)
+    weights, alphas, stats = nas_search.init_supernet(
+      net, key, info.image_shape, nas_search.space_of(config)
+    )
     return {WEIGHTS: weights, ALPHAS: alphas}, {'batch_stats': stats}
 
   def batches_at(step):
@@ -52,5 +63,5 @@ def build(config) -> base.SkillSetup:
     batches_at=batches_at,
     per_epoch=steps_per_epoch,
     schedule=schedule,
-    evaluate=nas_search.valid_accuracy(config, net, data, info),
+    evaluate=nas_search.valid_accuracy(config, net, data, info, steps_per_epoch),
   )

@@ -157,10 +157,14 @@ def supernet_program(nets, labels, config, per_epoch: int):
     int(config.il.rounds),
     float(config.il.lam),
     learner_loss=lambda k, stage: nas_search.classification_loss(
-      nets[k], weights=(encoder_set(stage), head_set(stage)), alphas=ALPHAS, stats=stage
+      nets[k],
+      weights=(encoder_set(stage), head_set(stage)),
+      alphas=ALPHAS,
+      stats=stage,
+      variant=nas_search.variant_values(config, per_epoch),
     ),
     weight_set=weight_set,
-    arch_set=nas_search.arch_param_set(ALPHAS, config.alphas_optim),
+    arch_set=nas_search.arch_param_set(ALPHAS, config.alphas_optim, per_epoch),
   )
   return program, schedule
 
@@ -211,7 +215,9 @@ def build(config) -> base.SkillSetup:
       }
       for label in labels
     }
-    return multitask.task_accuracies(learners, models, state.params[ALPHAS], config, applies)
+    return multitask.task_accuracies(
+      learners, models, state.params[ALPHAS], config, applies, step=state.step
+    )
 
   return nas_search.alphas_search_setup(
     config,

@@ -59,9 +59,11 @@ def weighted_test_loss(selection, losses):
 
 
 # -- losses ----------------------------------------------------------------------
-def testee_stage_loss(net):
+def testee_stage_loss(net, variant=None):
   """Stage I: L(A, W, D_ee^tr), the DARTS weight loss on the 'train' batch."""
-  loss = nas_search.classification_loss(net, weights=WEIGHTS, alphas=ALPHAS, stats=TESTEE_STATS)
+  loss = nas_search.classification_loss(
+    net, weights=WEIGHTS, alphas=ALPHAS, stats=TESTEE_STATS, variant=variant
+  )
   return lambda params, batch, ctx: loss(params, batch['train'], ctx)
 
 
@@ -98,23 +100,28 @@ def tester_stage_loss(encoder, executor, *, gamma: float, test_only: bool):
   return loss
 
 
-def _testee_bank_losses(net, params, bank, ctx):
+def _variant_kwargs(variant, step, key) -> dict:
+  return {} if variant is None else {'variant': variant(step, key)}
+
+
+def _testee_bank_losses(net, params, bank, ctx, variant=None):
   logits, _ = net.apply(
     {'params': params[WEIGHTS], 'batch_stats': ctx.model_state[TESTEE_STATS]},
     bank['image'],
     params[ALPHAS],
     train=True,
     mutable=['batch_stats'],
+    **_variant_kwargs(variant, ctx.step, ctx.key),
   )
   return _per_example_ce(logits, bank['label'])
 
 
-def validation_loss(net, encoder, executor, *, weight_lambda: float):
+def validation_loss(net, encoder, executor, *, weight_lambda: float, variant=None):
   """sum f l(A, W', d) / sum f - lambda L(E', X', D_er^val), f from C and E'."""
 
   def loss(params, batch, ctx):
     bank, held_out = batch['bank'], batch['tester_val']
-    testee_losses = _testee_bank_losses(net, params, bank, ctx)
+    testee_losses = _testee_bank_losses(net, params, bank, ctx, variant)
     features, _ = tester.encode(
       encoder,
       params[ENCODER],
@@ -140,12 +147,12 @@ def validation_loss(net, encoder, executor, *, weight_lambda: float):
   return loss
 
 
-def difficulty_only_validation_loss(net):
+def difficulty_only_validation_loss(net, variant=None):
   """Eq. 25: sum_d s(d) l(A, W', d) / sum_d s(d), s(d) = sigmoid(S[d])."""
 
   def loss(params, batch, ctx):
     bank = batch['bank']
-    testee_losses = _testee_bank_losses(net, params, bank, ctx)
+    testee_losses = _testee_bank_losses(net, params, bank, ctx, variant)
     selection = jax.nn.sigmoid(params[SELECTION][bank['position']])
     test_loss = weighted_test_loss(selection, testee_losses)
     return core.LossOutput(
@@ -168,7 +175,8 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
   weights_set, weight_schedule = nas_search.weight_param_set(
     WEIGHTS, config.weights_optim, steps_per_epoch, epochs
   )
-  alphas_set = nas_search.arch_param_set(ALPHAS, config.alphas_optim)
+  alphas_set = nas_search.arch_param_set(ALPHAS, config.alphas_optim, steps_per_epoch)
+  variant = nas_search.variant_values(config, steps_per_epoch)
   mode = config.lpt.mode
   schedules = {'weights': weight_schedule}
   # The core asks every validation set to be supporting in some stage; in
@@ -178,7 +186,7 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
     'testee',
     active=[WEIGHTS],
     supporting=[ALPHAS, SELECTION] if mode == 'difficulty_only' else [ALPHAS],
-    loss=testee_stage_loss(net),
+    loss=testee_stage_loss(net, variant),
     data=DATA,
   )
   if mode == 'difficulty_only':
@@ -190,7 +198,9 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
       ],
       stages=[testee],
       validation=core.Validation(
-        difficulty_only_validation_loss(net), {ALPHAS: 'minimize', SELECTION: 'maximize'}, data=DATA
+        difficulty_only_validation_loss(net, variant),
+        {ALPHAS: 'minimize', SELECTION: 'maximize'},
+        data=DATA,
       ),
     )
     return program, schedules
@@ -221,7 +231,9 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
     ],
     stages=[testee, tester_stage],
     validation=core.Validation(
-      validation_loss(net, encoder, executor, weight_lambda=config.lpt.weight_lambda),
+      validation_loss(
+        net, encoder, executor, weight_lambda=config.lpt.weight_lambda, variant=variant
+      ),
       {ALPHAS: 'minimize', CREATOR: 'maximize'},
       data=DATA,
     ),
@@ -232,7 +244,7 @@ def lpt_program(net, encoder, num_classes: int, config, steps_per_epoch: int):
 def init_lpt(key, net, encoder, config, *, num_classes: int, image_shape, bank_size: int):
   """(params by set name, model state) of a fresh LPT program."""
   weights, alphas, testee_stats = nas_search.init_supernet(
-    net, key, image_shape, nas_search.space_of(config.net)
+    net, key, image_shape, nas_search.space_of(config)
   )
   params = {WEIGHTS: weights, ALPHAS: alphas}
   model_state = {TESTEE_STATS: testee_stats}
@@ -255,20 +267,22 @@ class Monitor:
   many hooks ask.
   """
 
-  def __init__(self, net, encoder, config, data: catalog.SearchData):
+  def __init__(self, net, encoder, config, data: catalog.SearchData, steps_per_epoch: int = 1):
     self.config, self.data = config, data
     self.indices = data.architecture_indices[: config.data.eval_examples]
     self.positions = np.arange(len(self.indices), dtype=np.int32)
     self.transform = augment_lib.eval_augment(data.source.info)
     self._cache = (None, None)
     mode = config.lpt.mode
+    variant = nas_search.variant_values(config, steps_per_epoch)
 
-    def testee_losses(params, model_state, batch):
+    def testee_losses(params, model_state, batch, step):
       logits = net.apply(
         {'params': params[WEIGHTS], 'batch_stats': model_state[TESTEE_STATS]},
         batch['image'],
         params[ALPHAS],
         train=False,
+        **_variant_kwargs(variant, step, None),
       )
       return (_per_example_ce(logits, batch['label']), jnp.argmax(logits, -1) == batch['label'])
 
@@ -280,7 +294,7 @@ class Monitor:
       )
       return tester.selection_weights(params[CREATOR], features)
 
-    self._apply = jax.jit(lambda p, s, b: (*testee_losses(p, s, b), selection(p, s, b)))
+    self._apply = jax.jit(lambda p, s, b, step: (*testee_losses(p, s, b, step), selection(p, s, b)))
 
   def results(self, state) -> dict:
     """Per monitored example: 'losses', 'correct', 'selection'."""
@@ -294,7 +308,7 @@ class Monitor:
       position = self.positions[start : start + size]
       batch['position'] = np.pad(position, (0, size - len(position)))
       mask = batch.pop('mask')
-      out = self._apply(state.params, state.model_state, batch)
+      out = self._apply(state.params, state.model_state, batch, state.step)
       parts.append([np.asarray(x)[mask] for x in out])
     losses, correct, selection = (np.concatenate(x) for x in zip(*parts))
     result = {'losses': losses, 'correct': correct, 'selection': selection}
@@ -305,7 +319,7 @@ class Monitor:
     return monitor_metrics(self.results(state)) if len(self.indices) else {}
 
   def describe(self, state) -> dict:
-    summary = nas_search.describe_alphas(state.params[ALPHAS], self.config.net)
+    summary = nas_search.describe_alphas(state.params[ALPHAS], self.config)
     if len(self.indices):
       summary['selection_histogram'] = lpt_plots.selection_histogram(
         self.results(state)['selection']
@@ -315,7 +329,7 @@ class Monitor:
   def write_artifacts(self, state, workdir: str, history) -> None:
     """DARTS' genotype and alpha plots, the selection weights over epochs and
     the most / least selected monitored examples."""
-    nas_search.write_search_artifacts(state.params[ALPHAS], self.config.net, workdir, history)
+    nas_search.write_search_artifacts(state.params[ALPHAS], self.config, workdir, history)
     if not len(self.indices):
       return
     plots = os.path.join(workdir, 'plots')
@@ -381,7 +395,7 @@ def build(config) -> base.SkillSetup:
   position_of[bank] = np.arange(len(bank), dtype=np.int32)
   steps_per_epoch = min(train_stream.steps_per_epoch, bank_stream.steps_per_epoch)
   mode = config.lpt.mode
-  net = nas_search.make_supernet(config.net, info.num_classes)
+  net = nas_search.make_supernet(config, info.num_classes)
   encoder = tester.make_encoder(config.lpt.encoder)
   program, schedules = lpt_program(net, encoder, info.num_classes, config, steps_per_epoch)
 
@@ -404,7 +418,7 @@ def build(config) -> base.SkillSetup:
       batch['tester_val'] = tester_val_stream.batch_at(step)
     return {DATA: batch}
 
-  monitor = Monitor(net, encoder, config, data)
+  monitor = Monitor(net, encoder, config, data, steps_per_epoch)
 
   def learning_rates(step):
     rates = {f'lr/{name}': float(s(step)) for name, s in schedules.items()}
@@ -422,4 +436,5 @@ def build(config) -> base.SkillSetup:
     write_artifacts=monitor.write_artifacts,
     evaluate=monitor.evaluate,
     learning_rates=learning_rates,
+    should_stop=nas_search.darts_plus_stop(config),
   )

@@ -86,10 +86,14 @@ def build(config) -> base.SkillSetup:
     train_tradeoff=float(config.mtl.train_tradeoff),
     val_tradeoff=float(config.mtl.val_tradeoff),
     task_loss=lambda k, label: nas_search.classification_loss(
-      learners[k].net, weights=weights_set(label), alphas=ALPHAS, stats=label
+      learners[k].net,
+      weights=weights_set(label),
+      alphas=ALPHAS,
+      stats=label,
+      variant=nas_search.variant_values(config, per_epoch),
     ),
     weight_set=weight_set,
-    arch_set=nas_search.arch_param_set(ALPHAS, config.alphas_optim),
+    arch_set=nas_search.arch_param_set(ALPHAS, config.alphas_optim, per_epoch),
   )
 
   def init(key):
@@ -115,7 +119,9 @@ def build(config) -> base.SkillSetup:
       label: {f'{label}_accuracy': (state.params[weights_set(label)], state.model_state[label])}
       for label in labels
     }
-    return multitask.task_accuracies(learners, models, state.params[ALPHAS], config, applies)
+    return multitask.task_accuracies(
+      learners, models, state.params[ALPHAS], config, applies, step=state.step
+    )
 
   return nas_search.alphas_search_setup(
     config,

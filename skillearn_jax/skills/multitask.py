@@ -82,7 +82,7 @@ def build_learners(config, tasks: Sequence[str], field: str) -> list[Learner]:
   for k, (task, label) in enumerate(zip(tasks, learner_labels(tasks))):
     train, val, info, data = nas_search.search_streams(config, dataset=task, seed_offset=k)
     learners.append(
-      Learner(label, nas_search.make_supernet(config.net, info.num_classes), train, val, info, data)
+      Learner(label, nas_search.make_supernet(config, info.num_classes), train, val, info, data)
     )
   shapes = {l.label: tuple(l.info.image_shape) for l in learners}
   if len(set(shapes.values())) > 1:
@@ -162,13 +162,16 @@ def summed_task_loss(
 
 
 def task_accuracies(
-  learners, models: Mapping[str, Mapping[str, tuple]], alphas, config, applies
+  learners, models: Mapping[str, Mapping[str, tuple]], alphas, config, applies, step=0
 ) -> dict:
   """Eval-mode accuracy of each model on its learner's validation half.
 
   `models[label]` maps metric names to (params, batch_stats) of learner
-  `label`'s models; `applies` are the learners' `nas_search.eval_apply`.
+  `label`'s models; `applies` are the learners' `nas_search.eval_apply`; `step` sets the
+  space's per-step values (DARTS-' auxiliary coefficient).
   """
+  variant = nas_search.variant_values(config, steps_per_epoch(learners))
+  values = variant and variant(step, None)
   metrics = {}
   for learner, apply in zip(learners, applies):
     indices = learner.data.architecture_indices[: config.data.eval_examples]
@@ -186,5 +189,6 @@ def task_accuracies(
         alphas,
         batches,
         apply=apply,
+        variant=values,
       )
   return metrics

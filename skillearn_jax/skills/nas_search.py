@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import os
 from typing import Sequence
 
@@ -37,20 +38,74 @@ from skillearn_jax.skills import recipes
 WEIGHTS, ALPHAS = 'weights', 'alphas'
 
 
-def space_of(net_config) -> space_lib.SearchSpace:
-  """The search space a config's `net` block names."""
-  return space_lib.darts(nodes=net_config.nodes, multiplier=net_config.multiplier)
+def space_of(config) -> space_lib.SearchSpace:
+  """The search space `config.space` names (`darts` when absent), sized by `config.net`."""
+  net, name = config.net, config.get('space', 'darts')
+  shape = dict(nodes=net.nodes, multiplier=net.multiplier)
+  if name == 'darts':
+    return space_lib.darts(**shape)
+  if name == 'pcdarts':
+    return space_lib.pcdarts(k=config.pcdarts.k, **shape)
+  if name == 'darts_minus':
+    return space_lib.darts_minus(**shape)
+  if name == 'pdarts':
+    masks = config.pdarts.get('masks')
+    return space_lib.pdarts(**shape, masks=json.loads(masks) if masks else None)
+  raise config_check.ConfigError(
+    f'config.space: {name!r} is not allowed; allowed: {space_lib.SPACES}'
+  )
 
 
-def make_supernet(net_config, num_classes: int):
+def make_supernet(config, num_classes: int):
   """The supernet of the config's search space, sized by its `net` block."""
-  return space_of(net_config).supernet(
-    channels=net_config.channels,
+  net = config.net
+  return space_of(config).supernet(
+    channels=net.channels,
     num_classes=num_classes,
-    layers=net_config.layers,
-    stem_multiplier=net_config.stem_multiplier,
-    remat=bool(net_config.get('remat', True)),
-    conv_impl=net_config.get('conv_impl', 'auto'),
+    layers=net.layers,
+    stem_multiplier=net.stem_multiplier,
+    remat=bool(net.get('remat', True)),
+    conv_impl=net.get('conv_impl', 'auto'),
+  )
+
+
+def variant_values(config, steps_per_epoch: int):
+  """(step, key) -> the supernet's `variant` values at that step, or None for a space that
+  needs none: DARTS-' auxiliary-skip coefficient, decaying linearly per epoch from
+  `darts_minus.aux_start` to `darts_minus.aux_end` over the search; P-DARTS' dropout rate
+  after skip-connects (`pdarts_drop_rate`) and the step's dropout key."""
+  name = config.get('space', 'darts')
+  epochs = config.num_epochs
+  if name == 'darts_minus':
+    start, end = config.darts_minus.aux_start, config.darts_minus.aux_end
+
+    def aux(step, key):
+      del key
+      epoch = jnp.asarray(step) // steps_per_epoch
+      return {'aux_scale': start + (end - start) * epoch / epochs}
+
+    return aux
+  if name == 'pdarts':
+    p = config.pdarts
+
+    def drop(step, key):
+      epoch = jnp.asarray(step) // steps_per_epoch
+      warmup = config.alphas_optim.warmup_epochs
+      rate = pdarts_drop_rate(epoch, p.drop_rate, epochs, warmup, p.drop_decay)
+      return {'skip_drop': rate, 'key': key}
+
+    return drop
+  return None
+
+
+def pdarts_drop_rate(epoch, rate: float, epochs: int, warmup_epochs: int, decay: float):
+  """P-DARTS' dropout rate after skip-connects at `epoch` (0-based) of a stage: during the
+  warm-up, rate · (E − e − 1) / E; after it, rate · exp(−decay · (e − warm-up))."""
+  epoch = jnp.asarray(epoch, jnp.float32)
+  return jnp.where(
+    epoch < warmup_epochs,
+    rate * (epochs - epoch - 1) / epochs,
+    rate * jnp.exp(-decay * (epoch - warmup_epochs)),
   )
 
 
@@ -71,21 +126,23 @@ def _jit_train_apply(net):
   # forward and backward instead of linearizing and transposing the network
   # again. XLA still inlines each use and drops the cotangents it does not
   # need; inside core.gradient_loop's one body, `grad_gates` skips them.
-  def apply_with_gates(variables, images, alphas, grad_gates):
-    gated = {} if grad_gates is None else {'grad_gates': grad_gates}
-    return net.apply(variables, images, alphas, train=True, mutable=['batch_stats'], **gated)
+  def apply_with_gates(variables, images, alphas, grad_gates, variant):
+    kwargs = {} if grad_gates is None else {'grad_gates': grad_gates}
+    if variant is not None:
+      kwargs['variant'] = variant
+    return net.apply(variables, images, alphas, train=True, mutable=['batch_stats'], **kwargs)
 
   apply = jax.jit(apply_with_gates)
   forward_and_vjp = jax.jit(lambda *args: jax.vjp(apply, *args))
   backward = jax.jit(lambda vjp_fn, cotangent: vjp_fn(cotangent))
 
   @jax.custom_vjp
-  def shared(variables, images, alphas, grad_gates):
-    return apply(variables, images, alphas, grad_gates)
+  def shared(variables, images, alphas, grad_gates, variant):
+    return apply(variables, images, alphas, grad_gates, variant)
 
   shared.defvjp(forward_and_vjp, backward)
-  return lambda variables, images, alphas, grad_gates=None: shared(
-    variables, images, alphas, grad_gates
+  return lambda variables, images, alphas, grad_gates=None, variant=None: shared(
+    variables, images, alphas, grad_gates, variant
   )
 
 
@@ -122,12 +179,15 @@ def grad_gates(needs_grad, weight_sets: Sequence[str], alphas: str):
   }
 
 
-def classification_loss(net, *, weights: str | Sequence[str], alphas: str, stats: str):
+def classification_loss(
+  net, *, weights: str | Sequence[str], alphas: str, stats: str, variant=None
+):
   """loss(params, batch, ctx) of a supernet learner in training mode.
 
   `weights`/`alphas` name the parameter sets (`weights` may name several
   sets whose dicts merge into the network's parameters), `stats` the
-  model-state entry holding this learner's BatchNorm statistics.
+  model-state entry holding this learner's BatchNorm statistics; `variant`
+  (from `variant_values`) gives the space's per-step values.
   """
 
   apply = _train_apply(net)
@@ -139,7 +199,8 @@ def classification_loss(net, *, weights: str | Sequence[str], alphas: str, stats
   def loss(params, batch, ctx):
     variables = {'params': merged_params(params, weights), 'batch_stats': ctx.model_state[stats]}
     gates = grad_gates(ctx.needs_grad, weight_sets, alphas) if gates_supported else None
-    logits, updates = apply(variables, batch['image'], params[alphas], gates)
+    values = variant(ctx.step, ctx.key) if variant else None
+    logits, updates = apply(variables, batch['image'], params[alphas], gates, values)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
     acc = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
     model_state = dict(ctx.model_state)
@@ -180,26 +241,31 @@ def weight_param_set(name: str, optim, steps_per_epoch: int, epochs: int):
   ), schedule
 
 
-def arch_param_set(name: str, optim):
-  return core.ParamSet(
-    name, recipes.adam_recipe(optim.lr, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay)
-  )
+def arch_param_set(name: str, optim, steps_per_epoch: int = 1):
+  """The architecture set's ParamSet: torch's Adam with coupled L2; with
+  `optim.warmup_epochs` > 0 its updates stay zero (and Adam's moments untouched) for that many
+  epochs, as PC-DARTS and P-DARTS train the weights alone first."""
+  tx = recipes.adam_recipe(optim.lr, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay)
+  warmup_steps = int(optim.get('warmup_epochs', 0)) * steps_per_epoch
+  if warmup_steps > 0:
+    tx = optax.transforms.conditionally_mask(tx, lambda count: count >= warmup_steps)
+  return core.ParamSet(name, tx)
 
 
-def genotype_of(alphas, net_config) -> genotypes.Genotype:
-  return space_of(net_config).genotype(alphas)
+def genotype_of(alphas, config) -> genotypes.Genotype:
+  return space_of(config).genotype(alphas)
 
 
-def describe_alphas(alphas, net_config) -> dict:
+def describe_alphas(alphas, config) -> dict:
   return {
-    'genotype': genotypes.genotype_to_dict(genotype_of(alphas, net_config)),
-    'alphas': {k: np.asarray(v).tolist() for k, v in alphas.items()},
+    'genotype': genotypes.genotype_to_dict(genotype_of(alphas, config)),
+    'alphas': jax.tree_util.tree_map(lambda v: np.asarray(v).tolist(), dict(alphas)),
   }
 
 
-def write_search_artifacts(alphas, net_config, workdir: str, history) -> None:
+def write_search_artifacts(alphas, config, workdir: str, history) -> None:
   """genotype.json, cell diagrams and the alpha heatmaps over time."""
-  space = space_of(net_config)
+  space = space_of(config)
   genotype = space.genotype(alphas)
   genotypes.save_genotype(genotype, os.path.join(workdir, 'genotype.json'))
   plots = os.path.join(workdir, 'plots')
@@ -217,17 +283,22 @@ def write_search_artifacts(alphas, net_config, workdir: str, history) -> None:
 
 
 def eval_apply(net):
-  """The jitted eval-mode forward pass (variables, alphas, images) -> logits;
+  """The jitted eval-mode forward pass (variables, alphas, images[, variant]) -> logits;
   build it once per network and hand it to `accuracy_on` to compile once."""
-  return jax.jit(lambda v, a, x: net.apply(v, x, a, train=False))
+
+  def apply(variables, alphas, images, variant=None):
+    kwargs = {} if variant is None else {'variant': variant}
+    return net.apply(variables, images, alphas, train=False, **kwargs)
+
+  return jax.jit(apply)
 
 
-def accuracy_on(net, variables_fn, alphas, batches, apply=None) -> float:
-  """Eval-mode accuracy over padded, masked batches."""
+def accuracy_on(net, variables_fn, alphas, batches, apply=None, variant=None) -> float:
+  """Eval-mode accuracy over padded, masked batches (`variant`: the space's values)."""
   apply = apply or eval_apply(net)
   correct = total = 0.0
   for batch in batches:
-    logits = apply(variables_fn(), alphas, batch['image'])
+    logits = apply(variables_fn(), alphas, batch['image'], variant)
     hit = (np.argmax(np.asarray(logits), -1) == batch['label']) & batch['mask']
     correct += float(hit.sum())
     total += float(batch['mask'].sum())
@@ -250,6 +321,66 @@ def check_config(config) -> None:
       f'config.net.multiplier: {config.net.multiplier} is not allowed; '
       f'must be <= config.net.nodes ({config.net.nodes})'
     )
+  check_space(config)
+
+
+def check_space(config) -> None:
+  """The search space and its variant's knobs, each refused with its field and what is
+  allowed."""
+  if 'space' not in config:
+    return
+  config_check.one_of(config, 'space', space_lib.SPACES)
+  warmup = config.alphas_optim.get('warmup_epochs', 0)
+  if not 0 <= warmup < config.num_epochs:
+    raise config_check.ConfigError(
+      f'config.alphas_optim.warmup_epochs: {warmup!r} is not allowed; must lie in '
+      f'[0, config.num_epochs = {config.num_epochs}) so that α trains at all'
+    )
+  if config.space == 'pcdarts':
+    k, channels = config.pcdarts.k, config.net.channels
+    if k < 1 or channels % k or (channels // k) % 2:
+      fits = tuple(d for d in range(1, channels + 1) if not channels % d and not channels // d % 2)
+      raise config_check.ConfigError(
+        f'config.pcdarts.k: {k!r} is not allowed with config.net.channels = {channels}; k must '
+        'divide the channels into an even number per part (the mixed op sees channels / k, '
+        f'which a stride-2 skip-connect halves); allowed here: {fits}'
+      )
+  if config.space == 'darts_minus':
+    for field in ('aux_start', 'aux_end'):
+      config_check.positive(config, f'darts_minus.{field}', allow_zero=True)
+  if config.space == 'pdarts':
+    check_pdarts(config)
+  config_check.positive(config, 'darts_plus.max_skips', allow_zero=True, meaning='0: no limit')
+  config_check.positive(config, 'darts_plus.stable_epochs', allow_zero=True, meaning='0: never')
+
+
+def check_pdarts(config) -> None:
+  p = config.pdarts
+  lengths = {f: len(p[f]) for f in ('layers', 'keep', 'drop_rates')}
+  if len(set(lengths.values())) != 1 or not lengths['layers']:
+    raise config_check.ConfigError(
+      f'config.pdarts: the stage lists must have one entry per stage, the same number each; '
+      f'got {lengths}'
+    )
+  ops_count = len(space_of(config).primitives)
+  keep = list(p.keep)
+  if keep[-1] != 1 or any(not 1 <= k <= ops_count for k in keep) or keep != sorted(keep)[::-1]:
+    raise config_check.ConfigError(
+      f'config.pdarts.keep: {tuple(keep)!r} is not allowed; ops kept per edge after each stage '
+      f'must not grow, lie in 1..{ops_count} and end at 1 (the final cell), e.g. (5, 3, 1)'
+    )
+  if any(layers < 1 for layers in p.layers):
+    raise config_check.ConfigError(
+      f'config.pdarts.layers: {tuple(p.layers)!r} is not allowed; each stage needs >= 1 cell'
+    )
+  if any(not 0.0 <= r < 1.0 for r in p.drop_rates):
+    raise config_check.ConfigError(
+      f'config.pdarts.drop_rates: {tuple(p.drop_rates)!r} is not allowed; each must lie in [0, 1)'
+    )
+  config_check.positive(config, 'pdarts.drop_decay', allow_zero=True)
+  config_check.positive(
+    config, 'pdarts.max_skips', allow_zero=True, meaning='skip-connects in the final normal cell'
+  )
 
 
 def check_optimizers(config) -> None:
@@ -276,17 +407,64 @@ def check_optimizers(config) -> None:
 def init_supernet(net, key, image_shape, space: space_lib.SearchSpace | None = None):
   """(weights, alphas, batch_stats) of a fresh supernet `net`, its α drawn by `space` (by
   default the space a `SearchNetwork` was built from)."""
-  if space is None:
-    space = space_lib.SearchSpace(
-      primitives=net.primitives, nodes=net.nodes, multiplier=net.multiplier, masks=net.edge_masks
-    )
+  space = space or space_lib.of_network(net)
   alphas = space.init_arch(jax.random.fold_in(key, 1))
   sample = jnp.zeros((2, *image_shape), jnp.float32)
   # Jitted: eager init dispatches every op of the scanned cells one by one.
-  variables = jax.jit(lambda k, x, a: net.init(k, x, a, train=False))(
+  variant = space.init_variant()
+  kwargs = {'variant': variant} if variant else {}
+  variables = jax.jit(lambda k, x, a: net.init(k, x, a, train=False, **kwargs))(
     jax.random.fold_in(key, 0), sample, alphas
   )
   return variables['params'], alphas, variables['batch_stats']
+
+
+def arch_arrays(arch) -> dict:
+  """Architecture parameters as arrays, from arrays or the nested lists of a description."""
+  return jax.tree_util.tree_map(jnp.asarray, dict(arch), is_leaf=lambda x: isinstance(x, list))
+
+
+def alpha_ranking(space: space_lib.SearchSpace, alphas) -> list:
+  """Per cell type and edge, the learnable ops (not `none`, still on) from strongest to
+  weakest: what DARTS+ watches for stability."""
+  weights = space.op_weights(arch_arrays(alphas))
+  ranking = []
+  for cell in space.cell_types:
+    mask = space.mask(cell)
+    w = np.asarray(weights[cell])
+    for edge in range(space.num_edges):
+      ops_on = [
+        o for o, p in enumerate(space.primitives) if p != genotypes.NONE_OP and mask[edge, o]
+      ]
+      ranking.append(tuple(sorted(ops_on, key=lambda o: -w[edge, o])))
+  return ranking
+
+
+def darts_plus_stop(config):
+  """DARTS+' early stop (Liang et al., 2019) as a `should_stop(history)`, or None when
+  `darts_plus.enabled` is off: stop once the normal cell's genotype holds
+  `darts_plus.max_skips` skip-connects (0: never), or once the α ranking of every edge has
+  held for `darts_plus.stable_epochs` epochs (0: never)."""
+  plus = config.get('darts_plus')
+  if not plus or not plus.enabled:
+    return None
+  space = space_of(config)
+
+  def should_stop(history):
+    latest = history[-1]['describe']
+    skips = sum(op == 'skip_connect' for op, _ in latest['genotype']['normal'])
+    if plus.max_skips > 0 and skips >= plus.max_skips:
+      return (
+        f'the normal cell holds {skips} skip-connects (darts_plus.max_skips = {plus.max_skips})'
+      )
+    n = plus.stable_epochs
+    if n > 0 and len(history) > n:
+      ranks = [alpha_ranking(space, h['describe']['alphas']) for h in history[-(n + 1) :]]
+      if all(r == ranks[0] for r in ranks[1:]):
+        return f'the α ranking has held for {n} epochs (darts_plus.stable_epochs = {n})'
+    return None
+
+  return should_stop
 
 
 def alphas_search_setup(
@@ -299,24 +477,26 @@ def alphas_search_setup(
     init=init,
     batches_at=batches_at,
     steps_per_epoch=per_epoch,
-    describe=lambda state: describe_alphas(state.params[ALPHAS], config.net),
+    describe=lambda state: describe_alphas(state.params[ALPHAS], config),
     write_artifacts=lambda state, workdir, history: write_search_artifacts(
-      state.params[ALPHAS], config.net, workdir, history
+      state.params[ALPHAS], config, workdir, history
     ),
     evaluate=evaluate,
     learning_rates=lambda step: {
       'lr/weights': float(schedule(step)),
       'lr/alphas': config.alphas_optim.lr,
     },
+    should_stop=darts_plus_stop(config),
   )
 
 
-def valid_accuracy(config, net, data, info):
+def valid_accuracy(config, net, data, info, steps_per_epoch: int = 1):
   """state -> {'valid_accuracy'}: the single supernet's eval-mode accuracy on the first
   `data.eval_examples` of the architecture half (empty when that is 0)."""
   eval_indices = data.architecture_indices[: config.data.eval_examples]
   eval_transform = augment_lib.eval_augment(info)
   apply = eval_apply(net)  # one compile for every epoch's evaluation
+  variant = variant_values(config, steps_per_epoch)
 
   def evaluate(state):
     if not len(eval_indices):
@@ -329,7 +509,14 @@ def valid_accuracy(config, net, data, info):
       'batch_stats': state.model_state['batch_stats'],
     }
     return {
-      'valid_accuracy': accuracy_on(net, variables, state.params[ALPHAS], batches, apply=apply)
+      'valid_accuracy': accuracy_on(
+        net,
+        variables,
+        state.params[ALPHAS],
+        batches,
+        apply=apply,
+        variant=variant and variant(state.step, None),
+      )
     }
 
   return evaluate

@@ -193,7 +193,7 @@ def _tiny_supernet_step(gradient_loop_on, method='finite_difference', primitives
   common.darts_search_blocks(config)
   config.net.layers, config.net.nodes, config.net.channels = 2, 2, 4
   config.net.multiplier = 2
-  net = nas_search.make_supernet(config.net, 3)
+  net = nas_search.make_supernet(config, 3)
   if primitives is None:
     weights, alphas, stats = nas_search.init_supernet(net, jax.random.PRNGKey(0), (8, 8, 3))
   else:  # a smaller space and one cell, for a shorter compile

@@ -155,3 +155,20 @@ def test_the_step_is_traced_once_for_the_whole_run(tmp_path, experiment):
   counting = base.Experiment(**{**experiment.__dict__, 'step': counted})
   loop.train_and_evaluate(_config(), str(tmp_path / 'once'), counting)
   assert len(traces) == 1
+
+
+def test_a_stop_ends_the_run_says_why_and_stays_stopped(tmp_path, experiment, capsys):
+  stopping = base.Experiment(
+    **{
+      **experiment.__dict__,
+      'should_stop': lambda history: 'enough' if len(history) == 2 else None,
+    }
+  )
+  workdir = str(tmp_path / 'stop')
+  summary = loop.train_and_evaluate(_config(), workdir, stopping)
+  assert summary['steps'] == 2 * STEPS_PER_EPOCH
+  assert summary['stopped'] == {'reason': 'enough', 'epoch': 2, 'step': 8}
+  assert 'stopping early at epoch 2 (step 8): enough' in capsys.readouterr().out
+  again = loop.train_and_evaluate(_config(), workdir, stopping)  # the same command again
+  assert again['steps'] == 8 and again['stopped'] == summary['stopped']
+  assert [r['step'] for r in _rows(workdir)] == list(range(1, 9))

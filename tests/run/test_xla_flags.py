@@ -48,7 +48,7 @@ from skillearn_jax.skills import darts
 
 c = darts_config.get_config('quick')
 c.net.layers, c.net.nodes, c.net.multiplier, c.net.channels = 2, 2, 2, 4
-net = nas_search.make_supernet(c.net, 5)
+net = nas_search.make_supernet(c, 5)
 weights, alphas, stats = nas_search.init_supernet(net, jax.random.PRNGKey(0), (8, 8, 1))
 images = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 1))
 labels = jnp.arange(4) % 5

@@ -27,7 +27,7 @@ OFFICIAL_EPSILON = 0.01
 def tiny():
   c = darts_config.get_config('quick')
   c.net.layers, c.net.nodes, c.net.multiplier, c.net.channels = 2, 2, 2, 4
-  net = nas_search.make_supernet(c.net, 5)
+  net = nas_search.make_supernet(c, 5)
   program, schedule = darts.darts_program(net, c, steps_per_epoch=10)
   weights, alphas, stats = nas_search.init_supernet(net, jax.random.PRNGKey(0), (8, 8, 1))
   state = core.init_state(program, {'weights': weights, 'alphas': alphas}, {'batch_stats': stats})
@@ -259,9 +259,9 @@ def test_weight_schedule_is_per_epoch_cosine(tiny):
 
 
 def test_equal_networks_share_one_jitted_apply():
-  net = nas_search.make_supernet(darts_config.get_config('quick').net, 10)
-  twin = nas_search.make_supernet(darts_config.get_config('quick').net, 10)
-  other = nas_search.make_supernet(darts_config.get_config('quick').net, 5)
+  net = nas_search.make_supernet(darts_config.get_config('quick'), 10)
+  twin = nas_search.make_supernet(darts_config.get_config('quick'), 10)
+  other = nas_search.make_supernet(darts_config.get_config('quick'), 5)
   assert net is not twin and nas_search._train_apply(net) is nas_search._train_apply(twin)
   assert nas_search._train_apply(other) is not nas_search._train_apply(net)
   # A module with an unhashable field still gets a working apply, unshared.
