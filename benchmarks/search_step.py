@@ -4,7 +4,8 @@
   python benchmarks/search_step.py --batch 16 --layers 5 --channels 16 --iters 5
 
 Prints one JSON line per measured configuration with keys impl (jax|torch),
-order (1|2), method, batch, layers, channels, compile_s, median_s, min_s,
+order (1|2), method, space (`--space`: darts | pcdarts | darts_minus | pdarts, with k or
+ops_per_edge), batch, layers, channels, compile_s, median_s, min_s,
 max_s, peak_rss_mb, params_m, malloc (the heap allocator, `jemalloc` when
 run under LD_PRELOAD as docs/performance.md shows), and for JAX
 trace_s, lower_s and xla_s (the parts of compile_s, from
@@ -49,6 +50,14 @@ def _jax_config(args):
   c.data.batch_size = args.batch
   c.net.layers = args.layers
   c.net.channels = args.channels
+  c.space = args.space
+  c.pcdarts.k = args.k
+  c.net.remat = args.remat == 'on'
+  if args.space == 'pdarts':
+    c.pdarts.drop_rate = 0.1
+    if args.ops_per_edge < 8:  # a later stage: the first N primitives on every edge
+      row = [i < args.ops_per_edge for i in range(8)]
+      c.pdarts.masks = json.dumps({cell: [row] * 14 for cell in ('normal', 'reduce')})
   return c
 
 
@@ -113,6 +122,10 @@ def run_jax(args, method: str, order: int) -> dict:
     'method': method,
     'gradient_loop': args.gradient_loop,
     **({'exact_mode': args.exact_mode} if method in ('exact', 'implicit', 'implicit_cg') else {}),
+    'space': args.space,
+    **({'k': args.k} if args.space == 'pcdarts' else {}),
+    **({'ops_per_edge': args.ops_per_edge} if args.space == 'pdarts' else {}),
+    **({'remat': 'off'} if args.remat == 'off' else {}),
     'batch': args.batch,
     'layers': args.layers,
     'channels': args.channels,
@@ -181,6 +194,16 @@ def main(argv=None):
   ap.add_argument('--iters', type=int, default=3)
   ap.add_argument('--warmup', type=int, default=1)
   ap.add_argument('--seed', type=int, default=0)
+  ap.add_argument('--space', default='darts', choices=('darts', 'pcdarts', 'darts_minus', 'pdarts'))
+  ap.add_argument('--k', type=int, default=4, help='PC-DARTS partial channels')
+  ap.add_argument(
+    '--remat',
+    choices=('on', 'off'),
+    default='on',
+    help='Recompute each mixed op in the backward pass (net.remat, the default) or keep its '
+    'intermediates, as the PyTorch codes do.',
+  )
+  ap.add_argument('--ops_per_edge', type=int, default=8, help='P-DARTS: ops on per edge (8, 5, 3)')
   ap.add_argument('--impl', choices=('both', 'jax', 'torch'), default='both')
   ap.add_argument(
     '--methods',

@@ -83,8 +83,9 @@ def darts_search_blocks(
     dict(lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, clip=5.0)
   )
   c.alphas_optim = ml_collections.ConfigDict(
-    # warmup_epochs: architecture updates held at zero for that many epochs (PC-DARTS, P-DARTS)
-    dict(lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, warmup_epochs=0)
+    # warmup_epochs: architecture updates held at zero for that many epochs (PC-DARTS, P-DARTS);
+    # clip: the architecture gradient's norm clipped first (P-DARTS: 5; 0 turns it off)
+    dict(lr=3e-4, b1=0.5, b2=0.999, weight_decay=1e-3, warmup_epochs=0, clip=0.0)
   )
   space_blocks(c)
   return c
@@ -145,6 +146,7 @@ def apply_space(c: ml_collections.ConfigDict, name: str, *, keep_hypergradient: 
     c.data.batch_size = 96
     c.weights_optim.lr_min = 0.0
     c.alphas_optim.lr, c.alphas_optim.warmup_epochs = 6e-4, 10
+    c.alphas_optim.clip = 5.0
     first_order = dict(hypergradient='first_order')
   elif name == 'darts_minus':  # official script: first order, DARTS' recipe otherwise
     first_order = dict(hypergradient='first_order')

@@ -30,6 +30,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   epochs (5, 11, 17 cells), α after 10, dropout after skip-connects 0.1 / 0.4 / 0.7 (its
   README's rates); DARTS- first order with the auxiliary skip's coefficient from 1 towards 0;
   DARTS+ stops at 2 skip-connects in the normal cell or 10 epochs of a stable α ranking.
+  P-DARTS' stages switch pruned ops off by masks, so every stage still computes all eight
+  primitives (docs/performance.md, "The DARTS-family variants").
 
     python -m skillearn_jax.main --config=configs/darts.py:2nd --workdir=runs/darts2
     python -m skillearn_jax.main --config=configs/darts.py:1st --workdir=runs/darts1

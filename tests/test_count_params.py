@@ -84,3 +84,14 @@ def test_cli_rejects_unknown_genotype():
   assert "unknown genotype 'DARTS_V3'" in result.stderr
   assert "PC_DARTS_cifar" in result.stderr
   assert result.stdout == ""
+
+
+def test_cli_counts_a_search_supernet_as_the_official_model_search():
+  result = run_cli("--network=search", "--space=pcdarts", "--layers=8", "--channels=16")
+  assert result.returncode == 0, result.stderr
+  record = json.loads(result.stdout.strip().splitlines()[-1])
+  # The official PC-DARTS model_search.py (K = 4) counts these weights; see
+  # tests/nas/test_variants.py for the counter written from its modules.
+  assert record["params"] == 299_578 and record["space"] == "pcdarts"
+  bad = run_cli("--network=search", "--space=pdarts", "--primitives=sep_conv_9x9")
+  assert bad.returncode != 0 and "unknown ops ['sep_conv_9x9']" in bad.stderr

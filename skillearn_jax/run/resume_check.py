@@ -39,7 +39,17 @@ _ABSENT = '<absent>'
 # came with its default).
 RENAMED = {'skill': 'experiment'}
 RETIRED = ('mode',)
-DEFAULTS_BEFORE = {'rng_impl': 'threefry2x32', 'cg_steps': 10}
+DEFAULTS_BEFORE = {
+  'rng_impl': 'threefry2x32',
+  'cg_steps': 10,
+  'space': 'darts',
+  'alphas_optim.warmup_epochs': 0,
+  'alphas_optim.clip': 0.0,
+  'darts_plus.enabled': False,
+}
+# Blocks older workdirs lack whole: knobs of a variant the run did not use (space 'darts',
+# darts_plus off, both checked above).
+ADDED_BLOCKS = ('pcdarts', 'darts_minus', 'pdarts', 'darts_plus')
 
 
 def _flat(tree, prefix: str = '') -> dict:
@@ -56,6 +66,8 @@ def differences(stored: dict, current: dict) -> list[str]:
   old = {RENAMED.get(k, k): v for k, v in _flat(stored).items() if k not in RETIRED}
   new = _flat(current)
   old.update({k: v for k, v in DEFAULTS_BEFORE.items() if k in new and k not in old})
+  if 'space' not in _flat(stored):
+    old.update({k: v for k, v in new.items() if k.split('.')[0] in ADDED_BLOCKS and k not in old})
   return [
     f'{field}: {old.get(field, _ABSENT)!r} -> {new.get(field, _ABSENT)!r}'
     for field in sorted(set(old) | set(new))

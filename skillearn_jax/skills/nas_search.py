@@ -245,7 +245,13 @@ def arch_param_set(name: str, optim, steps_per_epoch: int = 1):
   """The architecture set's ParamSet: torch's Adam with coupled L2; with
   `optim.warmup_epochs` > 0 its updates stay zero (and Adam's moments untouched) for that many
   epochs, as PC-DARTS and P-DARTS train the weights alone first."""
-  tx = recipes.adam_recipe(optim.lr, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay)
+  tx = recipes.adam_recipe(
+    optim.lr,
+    b1=optim.b1,
+    b2=optim.b2,
+    weight_decay=optim.weight_decay,
+    clip=optim.get('clip', 0.0),
+  )
   warmup_steps = int(optim.get('warmup_epochs', 0)) * steps_per_epoch
   if warmup_steps > 0:
     tx = optax.transforms.conditionally_mask(tx, lambda count: count >= warmup_steps)
@@ -402,6 +408,8 @@ def check_optimizers(config) -> None:
   config_check.in_unit_interval(config, 'alphas_optim.b1')
   config_check.in_unit_interval(config, 'alphas_optim.b2')
   config_check.positive(config, 'alphas_optim.weight_decay', allow_zero=True)
+  if 'clip' in config.alphas_optim:
+    config_check.positive(config, 'alphas_optim.clip', allow_zero=True, meaning='0: no clipping')
 
 
 def init_supernet(net, key, image_shape, space: space_lib.SearchSpace | None = None):

@@ -38,10 +38,13 @@ def sgd_recipe(
 
 
 def adam_recipe(
-  lr: float, *, b1: float, b2: float, weight_decay: float
+  lr: float, *, b1: float, b2: float, weight_decay: float, clip: float = 0.0
 ) -> optax.GradientTransformation:
-  """torch Adam with weight_decay: L2 added to the gradient before moments."""
+  """torch Adam with weight_decay: L2 added to the gradient before moments; with `clip` > 0
+  the raw gradient's norm is clipped first (P-DARTS clips α's gradients at 5)."""
   parts = []
+  if clip > 0:
+    parts.append(optax.clip_by_global_norm(clip))
   if weight_decay:
     parts.append(optax.add_decayed_weights(weight_decay))
   parts.append(optax.adam(lr, b1=b1, b2=b2))

@@ -74,3 +74,18 @@ def test_an_older_workdir_config_resumes_under_the_renamed_and_retired_fields():
   assert resume_check.differences(stored, {**current, 'rng_impl': 'rbg'}) == [
     "rng_impl: 'threefry2x32' -> 'rbg'"
   ]
+
+
+def test_a_search_workdir_from_before_the_variants_resumes_unchanged():
+  from configs import darts as darts_config  # pylint: disable=import-outside-toplevel
+
+  current = json.loads(json.dumps(darts_config.get_config('quick').to_dict()))
+  stored = json.loads(json.dumps(current))
+  for block in ('space', 'pcdarts', 'darts_minus', 'pdarts', 'darts_plus', 'rng_impl', 'cg_steps'):
+    del stored[block]
+  del stored['alphas_optim']['warmup_epochs'], stored['alphas_optim']['clip']
+  del stored['net']['conv_impl']
+  stored['skill'], stored['mode'] = stored.pop('experiment'), 'search'
+  assert resume_check.differences(stored, current) == []
+  current['darts_plus']['enabled'] = True
+  assert resume_check.differences(stored, current) == ['darts_plus.enabled: False -> True']
