@@ -44,8 +44,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c = common.program_config('darts')
   common.darts_search_blocks(c)
   c.hypergradient = {'1st': 'first_order', 'exact': 'exact'}.get(base, 'finite_difference')
-  for name in spaces:
-    common.apply_space(c, name)
+  for name in spaces:  # an explicit '1st', '2nd' or 'exact' keeps its method
+    common.apply_space(c, name, keep_hypergradient=bool(base))
   if quick:
     common.quick_search(c)
     if spaces:

@@ -46,7 +46,7 @@ def main(argv):
     setup,
     state,
     setup.batches_at(_STEP.value),
-    jax.random.fold_in(key, _STEP.value + 1),
+    jax.random.fold_in(jax.random.fold_in(key, 1), _STEP.value),  # the run's key of that step
     methods=_METHODS.value,
     options=options,
     repeats=_REPEATS.value,

@@ -7,7 +7,7 @@ for that vector, with the functions that undo both. The gradient loop
 cells) through its iterations this way: its unrolled step, its
 finite-difference points and its optimizer update are then a handful of
 vector operations, and its loop carry a handful of buffers, instead of a
-kernel and a buffer per leaf shape and operation (docs/performance.md, item 20). The
+kernel and a buffer per leaf shape and operation. The
 values are the same up to float rounding (a global norm sums in another
 order). A set is left as it is (`ravel` returns None) when flattening would
 not be faithful: fewer than two leaves, mixed dtypes, or an optimizer whose

@@ -183,7 +183,7 @@ def _edge_scan(
   ``nn.scan`` creates the variables; once they exist, the scan runs as ``_shared_scan``,
   one jitted function per edge-step configuration, so cells of equal shapes (the 8-cell
   supernet's pairs 0/1, 3/4, 6/7) share one trace and JAX transforms it once per derivative
-  instead of once per cell (docs/performance.md, item 21)."""
+  instead of once per cell."""
   fields = dict(read_inputs=inputs is not None, remat=remat, **step_fields)
   inputs = jnp.zeros(()) if inputs is None else inputs
   if cell.is_initializing():

@@ -3,9 +3,11 @@
 This module owns `SearchSpace`: the candidate operations of every edge (one primitive tuple
 shared by all edges, narrowed per cell type and edge by boolean masks, so the supernet's edge
 scan stays uniform and compiles the same whatever is pruned), the architecture parameters the
-space needs (`init_arch`: the α logits per cell type today; variants that need more, such as
-PC-DARTS' edge β or DARTS-' auxiliary coefficient, add their entries here), the genotype
-derived from them (`genotype`), and the supernet built from it (`supernet`). Skills get their
+space needs (`init_arch`: α logits per cell type, and PC-DARTS' edge β), the values a variant
+reads per step (DARTS-' auxiliary coefficient and P-DARTS' dropout: `init_variant` here,
+`skills.nas_search.variant_values` in a run), the genotype derived from the parameters
+(`genotype`), the supernet built from the space (`supernet`) and its weight count as the
+official code counts it (`count_search_params`). Skills get their
 supernet and their genotype from a space; nothing else names the cell types or the primitives.
 """
 
@@ -119,14 +121,18 @@ class SearchSpace:
       }
     return weights
 
+  def concat(self) -> range:
+    """The states a cell concatenates into its output: its last `multiplier` nodes."""
+    return range(
+      genotypes.NUM_INPUT_STATES + self.nodes - self.multiplier,
+      genotypes.NUM_INPUT_STATES + self.nodes,
+    )
+
   def genotype(self, arch) -> genotypes.Genotype:
     """The DARTS genotype of `arch`: per node the two strongest incoming edges, each with its
     strongest op other than `none` among those still on."""
     weights = {c: np.asarray(w) for c, w in self.op_weights(_as_arrays(arch)).items()}
-    concat = range(
-      genotypes.NUM_INPUT_STATES + self.nodes - self.multiplier,
-      genotypes.NUM_INPUT_STATES + self.nodes,
-    )
+    concat = self.concat()
     cells = {
       c: genotypes.derive_cell(weights[c], self.primitives, self.nodes, mask=self.mask(c))
       for c in CELL_TYPES

@@ -162,7 +162,7 @@ class RunnerCompiles:
   """A runner's two compiles, its model init and its first step, watched.
 
   Each is also wrapped in a `host_memory.Releaser`, so the compiler's freed
-  memory goes back to the OS while it compiles (docs/performance.md, items 14-15).
+  memory goes back to the OS while it compiles.
   `model_init()` is a context for building the model. `first_step()` is
   called before the loop, `first_step_done()` right after step one's timing
   and `close()` in the loop's `finally`. Each finished report is printed and

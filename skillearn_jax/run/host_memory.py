@@ -11,7 +11,7 @@ compile, not only after it, matters when the persistent compilation cache
 is on: JAX serializes the executable for the cache right after compiling,
 inside the same call, and the serialization's own allocations (~0.5 GB for
 that step) then land on a heap already trimmed: that run's peak at batch
-16 fell from 2.85-2.97 GB to 2.35-2.37 GB (docs/performance.md, item 15). Both do
+16 fell from 2.85-2.97 GB to 2.35-2.37 GB. Both do
 nothing where the C library is not glibc. `allocator` says which allocator
 serves the process (jemalloc when preloaded).
 

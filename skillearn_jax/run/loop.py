@@ -223,6 +223,8 @@ def train_and_evaluate(
   last_metrics = last_metrics or _recorded_end(metrics_path)
   steps = int(jax.device_get(state.step))
   summary = {'steps': steps, 'epochs': steps / steps_per_epoch}
+  # Every planned step ran (max_steps aside) or the run stopped early: nothing left to do.
+  summary['complete'] = bool(stopped) or steps >= config.num_epochs * steps_per_epoch
   if exp.summary:
     summary.update(exp.summary(state, last_metrics))
   summary['final_metrics'] = last_metrics

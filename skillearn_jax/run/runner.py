@@ -52,8 +52,9 @@ def program_experiment(setup: base.SkillSetup, config) -> base.Experiment:
 def run(config, workdir: str) -> dict:
   """Runs (or resumes) the experiment `config` names in `workdir`; returns its summary."""
   skills.check(config)
-  if stages.staged(config):  # P-DARTS: stages chained in one workdir
-    return stages.run_stages(config, workdir, _run_one)
+  staged = skills.stages(config)
+  if staged:  # e.g. P-DARTS: stages chained in one workdir
+    return stages.run_stages(config, workdir, staged, _run_one)
   return _run_one(config, workdir)
 
 

@@ -9,7 +9,7 @@ Measured on the DARTS supernet (batch 16, 5 cells, C = 16, this 2-core CPU):
 - YNNPACK fusions off: a forward + backward pass takes 5.9 s instead of 7.1 s
   and compiles in 40 s instead of 45 s;
 - XLA:CPU's fast-compile preset (per XLA's source: LLVM O1, capped simplifier
-  iterations, call graph flattened after fusion; docs/performance.md, item 13): a
+  iterations, call graph flattened after fusion): a
   finite-difference search step takes 7.5-8.1 s instead of 10.5-11.9 s and
   compiles in 57-63 s instead of 73-77 s (three alternating runs each).
   Results agree with the default preset to float rounding (max relative
@@ -18,7 +18,7 @@ Measured on the DARTS supernet (batch 16, 5 cells, C = 16, this 2-core CPU):
   loop vectorizer stays): XLA's compile 12-23 % shorter for first order,
   finite difference and exact at batch 16 / 5 cells and first order at
   batch 64 / 8 cells (unchanged for finite difference there), with step
-  times no slower (docs/performance.md, item 18).
+  times no slower.
 """
 
 from __future__ import annotations

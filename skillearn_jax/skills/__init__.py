@@ -3,7 +3,8 @@
 This module owns `EXPERIMENTS` (name -> the module that builds it; imported lazily, so a ridge
 run never imports the NAS stack), `check(config)`, which refuses a bad config before anything
 compiles (the shared fields, then the experiment's own `check_config`), and `build(config)`.
-Each experiment module has `check_config(config)` and `build(config)`, which returns a
+Each experiment module has `check_config(config)` and `build(config)` (and may have
+`stages(config)`, for a run chained from several, as `skills.progressive`), which returns a
 `base.SkillSetup` (a Skillearn program: the runner steps it with the engine) or a
 `base.Experiment` (its own step, e.g. evaluation of a searched cell). Adding an experiment is
 one module and one line here.
@@ -54,6 +55,13 @@ def check(config) -> None:
     config_check.positive(config, 'neumann_steps', allow_zero=True)
     config_check.positive(config, 'cg_steps')
   module.check_config(config)
+
+
+def stages(config):
+  """The `base.Stages` of a run made of stages (the experiment module's `stages(config)`, e.g.
+  P-DARTS' progressive search), or None for a single run."""
+  module = lookup(config.experiment)
+  return module.stages(config) if hasattr(module, 'stages') else None
 
 
 def build(config):

@@ -6,6 +6,8 @@ This module owns the two shapes a registered experiment's `build(config)` return
   (per-step scalars such as learning rates, held-out evaluation at epoch ends, per-epoch
   means, a description of what was learned, artifacts, summary fields). Evaluation of a
   searched cell returns one directly.
+- `Stages`: a run chained from several experiments in one workdir (P-DARTS' stages): the
+  config of each stage from the earlier stages' summaries, and the run's summary at the end.
 - `SkillSetup`: a Skillearn program (the core `Program`) with its parameter init and batches;
   the runner turns it into an `Experiment` whose step is the engine's, and `hypercheck`
   compares hypergradient methods on it. Optional hooks let a skill describe its state (e.g.
@@ -88,3 +90,15 @@ class Experiment:
   prepare_workdir: Optional[Callable[[str], None]] = None
   # (state, final metrics) -> fields of summary.json beside steps, epochs and metrics.
   summary: Optional[Callable[[PyTree, Mapping[str, float]], Mapping[str, Any]]] = None
+
+
+@dataclasses.dataclass
+class Stages:
+  """A run made of `count` experiments chained in one workdir (`run.stages` runs them)."""
+
+  count: int
+  # (stage index, the summaries of the stages before it) -> the stage's config.
+  config_for: Callable[[int, list], Any]
+  # (every stage's summary, workdir, write) -> the run's summary; with `write` it also writes
+  # the run's own artifacts (genotype.json, plots) into workdir.
+  finish: Callable[[list, str, bool], Mapping[str, Any]]

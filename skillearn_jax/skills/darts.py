@@ -13,8 +13,10 @@ from __future__ import annotations
 from skillearn_jax import core
 from skillearn_jax.skills import base
 from skillearn_jax.skills import nas_search
+from skillearn_jax.skills import progressive
 
 WEIGHTS, ALPHAS = nas_search.WEIGHTS, nas_search.ALPHAS
+stages = progressive.stages  # P-DARTS: a search in stages
 check_config = nas_search.check_config
 
 

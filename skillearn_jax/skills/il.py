@@ -28,8 +28,10 @@ from skillearn_jax import core
 from skillearn_jax.skills import base
 from skillearn_jax.skills import multitask
 from skillearn_jax.skills import nas_search
+from skillearn_jax.skills import progressive
 
 ALPHAS = nas_search.ALPHAS
+stages = progressive.stages  # P-DARTS: a search in stages
 
 
 # -- the interleaving program ------------------------------------------------
@@ -143,7 +145,7 @@ def chain_amplification_warning(config, num_learners: int) -> str | None:
     f'interleaving learning: each of the {stages} stages multiplies '
     f'the previous encoder by 1 - 2 * weights_optim.lr * il.lam = '
     f'{factor:g}, so finite-difference hypergradients drift from the '
-    'exact ones (cosine -0.03 on configs/il_nas_search.py:quick); consider '
+    'exact ones (cosine -0.03 on configs/il_darts.py:quick); consider '
     '--config.hypergradient=exact or a smaller --config.il.lam'
   )
 

@@ -41,8 +41,10 @@ from skillearn_jax.nas import tester
 from skillearn_jax.skills import base
 from skillearn_jax.skills import lpt_plots
 from skillearn_jax.skills import nas_search
+from skillearn_jax.skills import progressive
 
 WEIGHTS, ALPHAS = nas_search.WEIGHTS, nas_search.ALPHAS
+stages = progressive.stages  # P-DARTS: a search in stages
 ENCODER, EXECUTOR, CREATOR, SELECTION = ('encoder', 'executor', 'creator', 'selection')
 TESTEE_STATS, TESTER_STATS = 'testee_stats', 'tester_stats'
 DATA = 'lpt'  # one batch dict per step: 'train', 'bank', 'tester_val'

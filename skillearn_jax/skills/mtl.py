@@ -20,8 +20,10 @@ from skillearn_jax import core
 from skillearn_jax.skills import base
 from skillearn_jax.skills import multitask
 from skillearn_jax.skills import nas_search
+from skillearn_jax.skills import progressive
 
 ALPHAS = nas_search.ALPHAS
+stages = progressive.stages  # P-DARTS: a search in stages
 STAGE = 'train'
 
 

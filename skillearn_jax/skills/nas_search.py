@@ -370,10 +370,17 @@ def check_pdarts(config) -> None:
     )
   ops_count = len(space_of(config).primitives)
   keep = list(p.keep)
-  if keep[-1] != 1 or any(not 1 <= k <= ops_count for k in keep) or keep != sorted(keep)[::-1]:
+  last_stage = keep[-2] if len(keep) > 1 else ops_count
+  if (
+    keep[-1] != 1
+    or any(not 1 <= k <= ops_count for k in keep)
+    or keep != sorted(keep)[::-1]
+    or last_stage < 3
+  ):
     raise config_check.ConfigError(
       f'config.pdarts.keep: {tuple(keep)!r} is not allowed; ops kept per edge after each stage '
-      f'must not grow, lie in 1..{ops_count} and end at 1 (the final cell), e.g. (5, 3, 1)'
+      f'must not grow, lie in 1..{ops_count} and end at 1 (the final cell), with >= 3 in the '
+      "last stage (room to replace a skip-connect beside 'none'), e.g. (5, 3, 1)"
     )
   if any(layers < 1 for layers in p.layers):
     raise config_check.ConfigError(

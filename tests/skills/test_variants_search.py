@@ -157,6 +157,13 @@ def test_pdarts_stages_chain_and_a_run_killed_in_stage_two_resumes_there(tmp_pat
   with open(tmp_path / 'full' / 'genotype.json') as f:
     assert json.load(f) == full['genotype']
 
+  split = str(tmp_path / 'split')
+  capped = ml_collections.ConfigDict(config.to_dict())
+  capped.max_steps = 5
+  first = runner.run(capped, split)  # max_steps cuts stage 1: the command ends there
+  assert first['stopped_in_stage'] == 1 and first['steps'] == 5
+  assert not os.path.exists(os.path.join(split, 'stage_2'))
+
   calls = []
 
   def killed_in_stage_two(c, workdir):
@@ -169,7 +176,7 @@ def test_pdarts_stages_chain_and_a_run_killed_in_stage_two_resumes_there(tmp_pat
     return runner._run_one(c, workdir)
 
   with pytest.raises(KeyboardInterrupt):
-    stages.run_stages(config, str(tmp_path / 'split'), killed_in_stage_two)
+    stages.run_stages(config, split, skills.stages(config), killed_in_stage_two)
   assert calls == [1, 2]
   starts = []
 
@@ -180,7 +187,7 @@ def test_pdarts_stages_chain_and_a_run_killed_in_stage_two_resumes_there(tmp_pat
     return runner._run_one(c, workdir)
 
   # The same command again: stage 1 is done, stage 2 resumes from its step 5.
-  resumed = stages.run_stages(config, str(tmp_path / 'split'), recording)
+  resumed = stages.run_stages(config, split, skills.stages(config), recording)
   assert starts == [(2, 5), (3, None)]
   assert _stable(resumed) == _stable(full)
 
@@ -214,6 +221,7 @@ def test_every_skill_builds_on_every_variant(get_config):
     ('darts_plus.max_skips', -1, r'config.darts_plus.max_skips: -1 is not allowed'),
     ('alphas_optim.warmup_epochs', 2, r'config.alphas_optim.warmup_epochs: 2 is not allowed'),
     ('pdarts.keep', (5, 3, 2), r'config.pdarts.keep: \(5, 3, 2\) is not allowed'),
+    ('pdarts.keep', (5, 2, 1), r'with >= 3 in the last stage'),
   ],
 )
 def test_bad_variant_values_are_refused_before_compile(field, value, message):
@@ -226,3 +234,12 @@ def test_bad_variant_values_are_refused_before_compile(field, value, message):
   target[last] = value
   with pytest.raises(config_check.ConfigError, match=message):
     skills.check(c)
+
+
+def test_a_variant_takes_its_published_method_unless_one_is_named():
+  assert darts_config.get_config('pcdarts').hypergradient == 'first_order'
+  assert darts_config.get_config('2nd,pcdarts').hypergradient == 'finite_difference'
+  assert darts_config.get_config('exact,pdarts').hypergradient == 'exact'
+  assert lpt_darts.get_config('r18,pdarts').hypergradient == 'finite_difference'
+  with pytest.raises(ValueError, match='names more than one search space'):
+    darts_config.get_config('pdarts,pcdarts')

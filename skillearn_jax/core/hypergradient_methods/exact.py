@@ -7,8 +7,8 @@ stage's gradient along the adjoint; ``'reverse_over_reverse'`` is `jax.grad`
 through the unrolled stage updates, chains included. Both give the same
 numbers (tested); forward over reverse keeps only one gradient's residuals
 where reverse over reverse keeps those of the gradient's own backward pass
-too, so it needs less memory and compiles a smaller program (docs/performance.md,
-item 22). It needs every `jax.custom_vjp` in the losses to sit where the
+too, so it needs less memory and compiles a smaller program (measured in
+docs/performance.md). It needs every `jax.custom_vjp` in the losses to sit where the
 inner gradient linearizes it (the networks here have none left in their
 backward passes); reverse over reverse has no such condition.
 """
