@@ -102,3 +102,16 @@ def test_an_unknown_exact_mode_is_refused():
     r"'reverse_over_reverse'\)",
   ):
     skills.check(config)
+
+
+@pytest.mark.parametrize(
+  'field,value', [('weights_optim.lr', float('nan')), ('alphas_optim.b1', float('inf'))]
+)
+def test_a_non_finite_number_is_refused_before_compile(field, value):
+  config = darts_config.get_config('quick')
+  block, name = field.split('.')
+  config[block][name] = value
+  with pytest.raises(
+    config_check.ConfigError, match=rf'config.{field}: {value!r} is not allowed; must be a finite'
+  ):
+    skills.check(config)

@@ -40,8 +40,9 @@ def root_key(config) -> jax.Array:
   return jax.random.key(config.seed, impl=config.rng_impl)
 
 
-def check_finite(step: int, metrics) -> None:
-  """Raises NonFiniteError naming the step, the stage and the quantity."""
+def check_finite(step: int, metrics, kept: str = '') -> None:
+  """Raises NonFiniteError naming the step, the stage, the quantity and `kept`, what the
+  workdir holds to go back to (see `_kept`)."""
   for name in sorted(metrics):
     value = float(metrics[name])
     if not math.isfinite(value):
@@ -52,9 +53,16 @@ def check_finite(step: int, metrics) -> None:
         stage = 'validation'
       raise NonFiniteError(
         f'non-finite value at step {step}: stage {stage!r}, quantity '
-        f'{quantity!r} = {value}. The last good checkpoint is kept; lower '
-        'the learning rates or check the data.'
+        f'{quantity!r} = {value}. {kept or "Nothing was saved."} Lower the learning rates '
+        'or check the data.'
       )
+
+
+def _kept(ckpt: checkpoints.Checkpointer) -> str:
+  latest = ckpt.latest_step()
+  if latest is None:
+    return 'No checkpoint exists yet.'
+  return f'The last checkpoint, step {latest}, is kept in {ckpt.directory}.'
 
 
 def record_snapshot(history: list, epoch: int, step: int, describe) -> list:
@@ -125,6 +133,10 @@ def train_and_evaluate(
   if stopped:
     last_step = start_step
     print(f"stopped early at epoch {stopped['epoch']}: {stopped['reason']}", flush=True)
+  elif start_step >= last_step:
+    print(f'already complete: {start_step} of {last_step} steps in {workdir}', flush=True)
+  elif start_step:
+    print(f'resumed from step {start_step} of {last_step} in {workdir}', flush=True)
 
   mesh = sharding.make_mesh()
   state = sharding.replicate(state, mesh)
@@ -139,7 +151,11 @@ def train_and_evaluate(
   # checkpoint, so a resumed run's logs equal an uninterrupted run's.
   writer = writers.MetricWriter(workdir, start_step=start_step)
   progress = progress_lib.Progress(
-    last_step, steps_per_epoch, start_step=start_step, batch_size=exp.batch_size
+    last_step,
+    steps_per_epoch,
+    start_step=start_step,
+    batch_size=exp.batch_size,
+    first=exp.progress_metrics or progress_lib.DEFAULT_FIRST,
   )
   step_key = jax.random.fold_in(key, 1)
   last_metrics: dict = {}
@@ -165,7 +181,7 @@ def train_and_evaluate(
       # Prepare the next batch on the host while the device works.
       batch = exp.batches_at(step + 1) if step + 1 < last_step else None
       metrics = writers.scalar_metrics(metrics)
-      check_finite(step, metrics)
+      check_finite(step, metrics, _kept(ckpt))
       state = new_state
       seconds = time.perf_counter() - t0
       if step == start_step:
@@ -241,4 +257,23 @@ def train_and_evaluate(
       plots.plot_learning_curves(
         metrics_path, os.path.join(workdir, 'plots', 'learning_curves.png')
       )
+    print(closing(summary, workdir, exp.progress_metrics or progress_lib.DEFAULT_FIRST))
   return summary
+
+
+def closing(summary: dict, workdir: str, first) -> str:
+  """The run's last words: steps, the main metrics, what was learned, where the files are."""
+  lines = [f"done: {summary['steps']} steps ({summary['epochs']:g} epochs)"]
+  shown = progress_lib.reported_metrics(summary['final_metrics'], 6, first)
+  if shown:
+    lines.append('  ' + ', '.join(f'{name} {value:.4g}' for name, value in shown))
+  genotype = (summary.get('describe') or {}).get('genotype')
+  if genotype:
+    lines.append(f"  genotype: normal {genotype['normal']}, reduce {genotype['reduce']}")
+  files = [
+    name
+    for name in ('summary.json', 'metrics.jsonl', 'genotype.json', 'plots')
+    if os.path.exists(os.path.join(workdir, name))
+  ]
+  lines.append(f"  in {workdir}: {', '.join(files)}")
+  return '\n'.join(lines)

@@ -2,7 +2,8 @@
 
 This module owns the progress report of a training loop: epoch, step of
 total, the loss and accuracy metrics (names whose last part ends in 'loss'
-or 'accuracy', e.g. 'val/loss', 'eval/valid_accuracy'; at most a few), the step time (median of recent steps, leaving
+or 'accuracy', e.g. 'val/loss', 'eval/valid_accuracy'; at most a few, held-out and
+validation ones first or those the experiment names), the step time (median of recent steps, leaving
 out the first one, which includes compilation), examples per second, and the
 estimated time to finish (h:mm:ss).
 """
@@ -17,6 +18,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 REPORTED_SUFFIXES = ('loss', 'accuracy')
+# Held-out and validation metrics lead the line, unless an experiment names its own.
+DEFAULT_FIRST = ('eval/', 'test/', 'val/')
 
 
 def format_duration(seconds: float) -> str:
@@ -27,14 +30,23 @@ def format_duration(seconds: float) -> str:
   return f'{hours}:{minutes:02d}:{secs:02d}'
 
 
-def reported_metrics(metrics: Mapping[str, Any], limit: int) -> list[tuple[str, float]]:
-  """The loss / accuracy metrics in their given order, at most `limit`."""
+def reported_metrics(
+  metrics: Mapping[str, Any], limit: int, first=DEFAULT_FIRST
+) -> list[tuple[str, float]]:
+  """The loss / accuracy metrics, at most `limit`: those whose names start with an entry of
+  `first` lead, in that order and accuracies before losses; the rest keep their order."""
+
+  def rank(item):
+    index, (name, _) = item
+    lead = next((i for i, prefix in enumerate(first) if name.startswith(prefix)), len(first))
+    return (lead, 0 if name.endswith('accuracy') or lead == len(first) else 1, index)
+
   chosen = [
     (name, float(np.asarray(value)))
     for name, value in metrics.items()
     if name.rsplit('/', 1)[-1].endswith(REPORTED_SUFFIXES)
   ]
-  return chosen[:limit]
+  return [item for _, item in sorted(enumerate(chosen), key=rank)][:limit]
 
 
 class Progress:
@@ -57,6 +69,7 @@ class Progress:
     batch_size: int | None = None,
     window: int = 50,
     max_metrics: int = 5,
+    first=DEFAULT_FIRST,
   ):
     for field, value in (
       ('total_steps', total_steps),
@@ -73,6 +86,7 @@ class Progress:
     self.print_fn = print_fn
     self.batch_size = batch_size
     self.max_metrics = max_metrics
+    self.first = tuple(first)
     self._compile_seconds = None
     self._recent = collections.deque(maxlen=window)
 
@@ -107,7 +121,7 @@ class Progress:
       f'epoch {self.epoch(step)}/{self.total_epochs}',
       f'step {step:>{width}}/{self.total_steps}',
     ]
-    values = reported_metrics(metrics, self.max_metrics)
+    values = reported_metrics(metrics, self.max_metrics, self.first)
     if values:
       parts.append(' '.join(f'{name} {value:.4g}' for name, value in values))
     per_step = self.step_seconds()

@@ -40,6 +40,7 @@ def lookup(name: str):
 def check(config) -> None:
   """Refuses a bad value of the shared fields or of the experiment's own, naming the field."""
   module = lookup(config.experiment)
+  config_check.finite_numbers(config)
   config_check.one_of(config, 'rng_impl', RNG_IMPLS)
   config_check.positive(config, 'seed', allow_zero=True)
   for field in ('num_epochs', 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):

@@ -67,6 +67,9 @@ class Experiment:
   steps_per_epoch: int
   # Examples per step, for the examples/s figure (None: not reported).
   batch_size: Optional[int] = None
+  # Name prefixes of the metrics the progress line shows first (() : held-out, then
+  # validation: 'eval/', 'test/', 'val/').
+  progress_metrics: tuple[str, ...] = ()
   # step -> scalars logged with that step (learning rates, drop-path probability ...).
   step_metrics: Optional[Callable[[int], Mapping[str, float]]] = None
   # state -> held-out metrics, full names, at epoch ends (every `eval_every_epochs`).

@@ -172,3 +172,36 @@ def test_a_stop_ends_the_run_says_why_and_stays_stopped(tmp_path, experiment, ca
   again = loop.train_and_evaluate(_config(), workdir, stopping)  # the same command again
   assert again['steps'] == 8 and again['stopped'] == summary['stopped']
   assert [r['step'] for r in _rows(workdir)] == list(range(1, 9))
+
+
+def test_the_nan_stop_names_the_checkpoint_kept_or_that_none_exists(tmp_path, experiment):
+  def nan_at(step_index):
+    def step(state, batch, key):
+      new, metrics = experiment.step(state, batch, key)
+      loss = jnp.where(state.step == step_index, jnp.nan, metrics['train/loss'])
+      return new, {'train/loss': loss}
+
+    return base.Experiment(**{**experiment.__dict__, 'step': step})
+
+  with pytest.raises(loop.NonFiniteError, match='No checkpoint exists yet'):
+    loop.train_and_evaluate(_config(), str(tmp_path / 'a'), nan_at(0))
+  with pytest.raises(loop.NonFiniteError, match=r'The last checkpoint, step 4, is kept in .*b'):
+    loop.train_and_evaluate(_config(), str(tmp_path / 'b'), nan_at(5))
+
+
+def test_the_loop_says_when_it_resumes_and_when_there_is_nothing_left(tmp_path, experiment, capsys):
+  workdir = str(tmp_path / 'say')
+  loop.train_and_evaluate(_config(max_steps=6), workdir, experiment)
+  loop.train_and_evaluate(_config(), workdir, experiment)
+  assert f'resumed from step 6 of 12 in {workdir}' in capsys.readouterr().out
+  loop.train_and_evaluate(_config(), workdir, experiment)
+  assert f'already complete: 12 of 12 steps in {workdir}' in capsys.readouterr().out
+
+
+def test_the_run_ends_with_a_closing_summary(tmp_path, experiment, capsys):
+  workdir = str(tmp_path / 'close')
+  loop.train_and_evaluate(_config(), workdir, experiment)
+  out = capsys.readouterr().out.splitlines()
+  at = out.index('done: 12 steps (3 epochs)')
+  assert 'train/loss' in out[at + 1]
+  assert out[-1] == f'  in {workdir}: summary.json, metrics.jsonl, plots'

@@ -37,8 +37,8 @@ def test_line_reports_epoch_metrics_median_time_throughput_and_eta():
   }
   first = prog.update(1, metrics, step_seconds=30.0)
   assert first == (
-    'epoch 1/4 | step    1/1000 | train/loss 2.303 '
-    'train/accuracy 0.125 val/loss 2.4 eval/valid_accuracy 0.75 | 30 s/step '
+    'epoch 1/4 | step    1/1000 | eval/valid_accuracy 0.75 val/loss 2.4 '
+    'train/loss 2.303 train/accuracy 0.125 | 30 s/step '
     '(incl. compile) 2 ex/s | ETA 8:19:30'
   )
   # Later steps: the compile step is left out; the median resists outliers.
@@ -47,8 +47,8 @@ def test_line_reports_epoch_metrics_median_time_throughput_and_eta():
   assert prog.step_seconds() == pytest.approx(0.65)
   # 960 steps left at 0.65 s = 624 s; 64 / 0.65 = 98 examples/s.
   assert line == (
-    'epoch 1/4 | step   40/1000 | train/loss 2.303 '
-    'train/accuracy 0.125 val/loss 2.4 eval/valid_accuracy 0.75 | '
+    'epoch 1/4 | step   40/1000 | eval/valid_accuracy 0.75 val/loss 2.4 '
+    'train/loss 2.303 train/accuracy 0.125 | '
     '0.65 s/step 98 ex/s | '
     'ETA 0:10:24'
   )
@@ -80,3 +80,17 @@ def test_resumed_run_counts_from_its_start_step_and_refuses_others():
 def test_bad_sizes_are_named():
   with pytest.raises(ValueError, match='steps_per_epoch: 0 is not allowed'):
     progress.Progress(10, 0)
+
+
+def test_held_out_accuracies_lead_and_an_experiment_may_choose():
+  metrics = {
+    'round1/a/accuracy': 0.1,
+    'round1/a/loss': 2.0,
+    'round2/b/loss': 1.5,
+    'val/loss': 1.2,
+    'eval/round2/b_accuracy': 0.7,
+  }
+  names = [n for n, _ in progress.reported_metrics(metrics, 3)]
+  assert names == ['eval/round2/b_accuracy', 'val/loss', 'round1/a/accuracy']
+  names = [n for n, _ in progress.reported_metrics(metrics, 2, first=('round2/',))]
+  assert names == ['round2/b/loss', 'round1/a/accuracy']

@@ -28,6 +28,10 @@ from tests import conftest
 FEW_OPS = ('none', 'max_pool_3x3', 'skip_connect', 'sep_conv_3x3')
 
 
+class Killed(Exception):
+  """A run stopped from outside, as by a kill."""
+
+
 def _tiny_space(name):
   kw = dict(primitives=FEW_OPS, nodes=2, multiplier=2)
   return {
@@ -172,10 +176,10 @@ def test_pdarts_stages_chain_and_a_run_killed_in_stage_two_resumes_there(tmp_pat
       partial = ml_collections.ConfigDict(c.to_dict())
       partial.max_steps = 5
       runner._run_one(partial, workdir)
-      raise KeyboardInterrupt  # killed mid-stage
+      raise Killed  # mid-stage
     return runner._run_one(c, workdir)
 
-  with pytest.raises(KeyboardInterrupt):
+  with pytest.raises(Killed):
     stages.run_stages(config, split, skills.stages(config), killed_in_stage_two)
   assert calls == [1, 2]
   starts = []
