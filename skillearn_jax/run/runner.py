@@ -8,12 +8,17 @@ hands the result to the one training loop (`loop.train_and_evaluate`).
 
 from __future__ import annotations
 
+import contextlib
+
+import jax
+
 from skillearn_jax import core
 from skillearn_jax import skills
 from skillearn_jax.run import compilation_cache
 from skillearn_jax.run import loop
 from skillearn_jax.run import options
 from skillearn_jax.run import stages
+from skillearn_jax.run import workdir_lock
 from skillearn_jax.skills import base
 
 
@@ -50,12 +55,15 @@ def program_experiment(setup: base.SkillSetup, config) -> base.Experiment:
 
 
 def run(config, workdir: str) -> dict:
-  """Runs (or resumes) the experiment `config` names in `workdir`; returns its summary."""
+  """Runs (or resumes) the experiment `config` names in `workdir`; returns its summary.
+  One process per workdir: a second one is refused (`workdir_lock`); of several hosts running
+  one experiment, the first holds it."""
   skills.check(config)
   staged = skills.stages(config)
-  if staged:  # e.g. P-DARTS: stages chained in one workdir
-    return stages.run_stages(config, workdir, staged, _run_one)
-  return _run_one(config, workdir)
+  with workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    if staged:  # e.g. P-DARTS: stages chained in one workdir
+      return stages.run_stages(config, workdir, staged, _run_one)
+    return _run_one(config, workdir)
 
 
 def _run_one(config, workdir: str) -> dict:
