@@ -9,13 +9,24 @@ invisible to `latest_step` and `restore`; leftovers are deleted when the next
 `Checkpointer` opens the directory. Saves block until written. Restoring goes
 through a template state, so optax's NamedTuple states come back as the same
 types (and arrays with the template's shardings).
+
+A checkpoint damaged after it was committed (a truncated array file, a lost
+`_METADATA` or manifest, an emptied step directory) must not block a resume:
+`restore_newest` moves it aside into `damaged_checkpoints/` beside the
+checkpoint directory (renamed, never deleted), says so in one line and goes
+on with the next newest. If no checkpoint restores, that is the user's to
+decide (`CheckpointError`), not a fresh start.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import logging
 import os
-from typing import Any
+import time
+from typing import Any, Callable
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -38,6 +49,38 @@ def to_json_compatible(extra: dict) -> dict:
   if not isinstance(extra, dict):
     raise ValueError(f'checkpoint extra: must be a dict, got {type(extra).__name__}')
   return json.loads(json.dumps(extra, default=_to_json_value))
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint of a run restores; the message says what to do."""
+
+
+# What a committed orbax step directory of ours holds; a step missing any is damaged.
+_REQUIRED = ('_CHECKPOINT_METADATA', 'state/_METADATA', 'state/manifest.ocdbt', 'extra/metadata')
+
+
+def _missing(step_dir: str) -> list[str]:
+  return [name for name in _REQUIRED if not os.path.exists(os.path.join(step_dir, name))]
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  line = f'{type(error).__name__}: {text[0] if text else ""}'
+  return line if len(line) <= 160 else line[:157] + '...'
+
+
+@contextlib.contextmanager
+def _quiet_tensorstore():
+  """A failed read leaves one unretrieved future per array, each of which asyncio logs as a
+  page of tensorstore spec when collected; the one line of `restore_newest` says it all."""
+  logger = logging.getLogger('asyncio')
+  level = logger.level
+  logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    gc.collect()  # collect the failed futures while their log is off
+    logger.setLevel(level)
 
 
 class Checkpointer:
@@ -91,6 +134,54 @@ class Checkpointer:
       ),
     )
     return restored.state, restored.extra
+
+  def restore_newest(
+    self, template: ProgramState, *, say: Callable[[str], None] = print
+  ) -> tuple[int, ProgramState, dict] | None:
+    """(step, state, extra) of the newest checkpoint that restores, or None when there is
+    none. Damaged newer ones are moved aside (`quarantine`), each with a line to `say`.
+
+    A step directory missing one of orbax's files is damaged outright. One that fails to
+    read is damaged when an older one reads; when none reads the failure is more likely
+    the run's (another program, another library version) than the disk's, and
+    CheckpointError says so, leaving every checkpoint where it is.
+    """
+    failures = []  # (step, reason) of those that did not read, newest first
+    for step in reversed(self.all_steps()):
+      missing = _missing(os.path.join(self.directory, str(step)))
+      if missing:
+        say(self.quarantine(step, f'missing {", ".join(missing)}'))
+        continue
+      try:
+        with _quiet_tensorstore():
+          state, extra = self.restore(template, step)
+      except Exception as error:  # pylint: disable=broad-except  # tensorstore, orbax, OS
+        failures.append((step, _first_line(error)))
+        continue
+      for failed, reason in failures:
+        say(self.quarantine(failed, f'it does not read ({reason})'))
+      return step, state, extra
+    if failures:
+      step, reason = failures[0]
+      raise CheckpointError(
+        f'checkpoint: no checkpoint in {self.directory} restores (step {step}: {reason}); '
+        'start over in a new workdir, or move the checkpoints directory aside'
+      )
+    return None
+
+  def quarantine(self, step: int, why: str) -> str:
+    """Moves checkpoint `step` into `damaged_checkpoints/` beside the checkpoint directory;
+    returns the line that says so."""
+    where = os.path.join(os.path.dirname(self.directory), 'damaged_checkpoints')
+    os.makedirs(where, exist_ok=True)
+    target = os.path.join(where, f'{step}.{time.strftime("%Y%m%d-%H%M%S")}')
+    suffix = 0
+    while os.path.exists(target + (f'.{suffix}' if suffix else '')):
+      suffix += 1
+    target += f'.{suffix}' if suffix else ''
+    os.rename(os.path.join(self.directory, str(step)), target)
+    self._manager.reload()
+    return f'checkpoint {step} is damaged ({why}); moved aside to {target}'
 
   def restore_extra(self, step: int | None = None) -> dict:
     """The JSON record of checkpoint `step` (default: the newest) alone,

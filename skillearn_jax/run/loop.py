@@ -14,6 +14,7 @@ uninterrupted one exactly.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -99,6 +100,21 @@ def _recorded_end(metrics_path: str) -> dict:
   return {k: v for k, v in rows[-1].items() if k != 'step'} if rows else {}
 
 
+def _finished(config, workdir: str, steps_per_epoch: int, ckpt) -> dict | None:
+  """The recorded summary of a run that has nothing left to do under `config` (its summary
+  says complete, and its newest checkpoint is the summary's step), else None."""
+  path = os.path.join(workdir, 'summary.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    summary = json.load(f)
+  steps = summary.get('steps')
+  if not summary.get('complete') or steps != ckpt.latest_step():
+    return None
+  planned = config.num_epochs * steps_per_epoch
+  return summary if summary.get('stopped') or steps >= planned else None
+
+
 def train_and_evaluate(
   config, workdir: str, experiment: base.Experiment, *, cache_on: bool = False
 ) -> dict:
@@ -108,8 +124,14 @@ def train_and_evaluate(
   ckpt = checkpoints.Checkpointer(
     os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints
   )
-  start_step = ckpt.latest_step() or 0
-  resume_check.check_same_run(config, workdir, resuming=start_step > 0)
+  resume_check.check_same_run(config, workdir, resuming=ckpt.latest_step() is not None)
+  finished = _finished(config, workdir, exp.steps_per_epoch, ckpt)
+  if finished:
+    ckpt.close()
+    planned = total_steps(config, exp.steps_per_epoch)
+    print(f"already complete: {finished['steps']} of {planned} steps in {workdir}; nothing changed")
+    print(closing(finished, workdir, exp.progress_metrics or progress_lib.DEFAULT_FIRST))
+    return finished
   primary = jax.process_index() == 0  # one writer when several hosts run
   if primary:
     writers.write_json_atomic(os.path.join(workdir, 'config.json'), config.to_dict())
@@ -125,8 +147,10 @@ def train_and_evaluate(
   history: list = []
   epoch_sums = {name: 0.0 for name in exp.epoch_means}
   stopped = None  # {'reason', 'epoch', 'step'} once `should_stop` says so
-  if start_step:
-    state, extra = ckpt.restore(state, start_step)
+  restored = ckpt.restore_newest(state)
+  start_step = 0
+  if restored:
+    start_step, state, extra = restored
     history = list(extra.get('history', []))
     epoch_sums = dict(extra.get('epoch_sums', epoch_sums))
     stopped = extra.get('stopped')

@@ -36,6 +36,11 @@ def run_stages(config, workdir: str, stages: base.Stages, run_one) -> dict:
   stage_dirs = [os.path.join(workdir, f'stage_{i + 1}') for i in range(stages.count)]
   resuming = any(os.path.isdir(os.path.join(d, 'checkpoints')) for d in stage_dirs)
   resume_check.check_same_run(config, workdir, resuming=resuming)
+  recorded = os.path.join(workdir, 'summary.json')
+  if os.path.exists(recorded) and all(_complete(d) for d in stage_dirs):
+    print(f'already complete: all {stages.count} stages in {workdir}; nothing was changed')
+    with open(recorded) as f:
+      return json.load(f)
   primary = jax.process_index() == 0
   if primary:
     writers.write_json_atomic(os.path.join(workdir, 'config.json'), config.to_dict())

@@ -142,3 +142,76 @@ def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(TypeError, match='extra: object value'):
       ckpt.save(1, _state(1), {'bad': object()})
     assert ckpt.latest_step() is None
+
+
+def _three_checkpoints(tmp_path):
+  directory = str(tmp_path / 'checkpoints')
+  with checkpoints.Checkpointer(directory, keep=3) as ckpt:
+    for step in (1, 2, 3):
+      ckpt.save(step, _state(step), {'at': step})
+  return directory
+
+
+def _truncate_largest_array_file(step_dir):
+  # The arrays a restore reads are the files of state/d/ (ocdbt.process_0/ holds the
+  # per-process copies merged into it).
+  data = os.path.join(step_dir, 'state', 'd')
+  largest = max((os.path.join(data, name) for name in os.listdir(data)), key=os.path.getsize)
+  with open(largest, 'r+b') as f:
+    f.truncate(os.path.getsize(largest) // 2)
+
+
+def _empty(step_dir):
+  shutil.rmtree(step_dir)
+  os.mkdir(step_dir)
+
+
+DAMAGES = {
+  'truncated array file': (_truncate_largest_array_file, 'does not read'),
+  'missing _METADATA': (lambda d: os.remove(os.path.join(d, 'state', '_METADATA')), '_METADATA'),
+  'missing manifest': (
+    lambda d: os.remove(os.path.join(d, 'state', 'manifest.ocdbt')),
+    'manifest.ocdbt',
+  ),
+  'empty step directory': (_empty, '_CHECKPOINT_METADATA'),
+}
+
+
+@pytest.mark.parametrize('damage', sorted(DAMAGES))
+def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_one_before_restores(
+  tmp_path, damage, caplog
+):
+  directory = _three_checkpoints(tmp_path)
+  harm, why = DAMAGES[damage]
+  harm(os.path.join(directory, '3'))
+  said = []
+  with checkpoints.Checkpointer(directory, keep=3) as ckpt:
+    step, state, extra = ckpt.restore_newest(_state(0), say=said.append)
+    assert ckpt.all_steps() == [1, 2]
+  assert (step, extra) == (2, {'at': 2})
+  _assert_same(state, _state(2))
+  assert len(said) == 1 and said[0].startswith('checkpoint 3 is damaged') and why in said[0]
+  moved = os.listdir(tmp_path / 'damaged_checkpoints')
+  assert len(moved) == 1 and moved[0].startswith('3.')  # kept, renamed, not deleted
+  assert os.path.exists(tmp_path / 'damaged_checkpoints' / moved[0])
+  assert not [r for r in caplog.records if r.name == 'asyncio']  # no page of tensorstore spec
+
+
+def test_a_leftover_temporary_directory_does_not_block_a_restore(tmp_path):
+  directory = _three_checkpoints(tmp_path)
+  os.rename(os.path.join(directory, '3'), os.path.join(directory, '4.orbax-checkpoint-tmp-99'))
+  said = []
+  with checkpoints.Checkpointer(directory, keep=3) as ckpt:
+    step, state, _ = ckpt.restore_newest(_state(0), say=said.append)
+  assert step == 2 and not said
+  _assert_same(state, _state(2))
+
+
+def test_when_no_checkpoint_reads_nothing_is_moved_and_the_error_says_what_to_do(tmp_path):
+  directory = _three_checkpoints(tmp_path)
+  other = {'weights': jnp.zeros(3)}  # another program's state: nothing of it reads
+  with checkpoints.Checkpointer(directory, keep=3) as ckpt:
+    with pytest.raises(checkpoints.CheckpointError, match='no checkpoint in .* restores'):
+      ckpt.restore_newest(other)
+    assert ckpt.all_steps() == [1, 2, 3]
+  assert not os.path.exists(tmp_path / 'damaged_checkpoints')

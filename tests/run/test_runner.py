@@ -134,3 +134,39 @@ def test_unknown_experiment_is_refused_before_anything_runs(tmp_path):
   with pytest.raises(config_check.ConfigError, match="config.experiment: 'teach'"):
     runner.run(_config(experiment='teach'), str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run')
+
+
+def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_resume_still_equals_uninterrupted(
+  tmp_path, capsys
+):
+  full, split = str(tmp_path / 'full'), str(tmp_path / 'split')
+  runner.run(_config(), full)
+  runner.run(_config(max_steps=5, checkpoint_every_steps=1, keep_checkpoints=3), split)
+  os.remove(os.path.join(split, 'checkpoints', '5', 'state', '_METADATA'))
+  capsys.readouterr()
+  runner.run(_config(checkpoint_every_steps=1, keep_checkpoints=3), split)
+  out = capsys.readouterr().out
+  assert 'checkpoint 5 is damaged (missing state/_METADATA); moved aside to' in out
+  assert 'resumed from step 4 of' in out
+  assert os.listdir(os.path.join(split, 'damaged_checkpoints'))[0].startswith('5.')
+  assert _summary(split) == _summary(full)
+  assert _metrics(split) == _metrics(full)
+
+
+def test_a_finished_workdir_is_left_untouched(tmp_path, capsys):
+  workdir = str(tmp_path / 'run')
+  summary = runner.run(_config(), workdir)
+  before = {
+    name: os.path.getmtime(os.path.join(workdir, name))
+    for name in ('config.json', 'summary.json', 'metrics.jsonl', 'plots/learning_curves.png')
+  }
+  capsys.readouterr()
+  again = runner.run(_config(), workdir)
+  out = capsys.readouterr().out
+  assert out.startswith(f"already complete: {summary['steps']} of 12 steps in {workdir}")
+  assert again == json.loads(json.dumps(summary))
+  for name, mtime in before.items():
+    assert os.path.getmtime(os.path.join(workdir, name)) == mtime, name
+  # More epochs asked of the same workdir: it is not complete any more, and goes on.
+  runner.run(_config(num_epochs=13, allow_config_change=True), workdir)
+  assert 'resumed from step' in capsys.readouterr().out
