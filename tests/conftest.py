@@ -23,6 +23,17 @@ XLA_CACHE_DIR = tempfile.mkdtemp(prefix='skillearn_test_xla_cache_')
 compilation_cache.enable(XLA_CACHE_DIR, min_compile_time_secs=0.5)
 
 
+def with_overrides(config, **overrides):
+  """`config` with dotted fields set: with_overrides(c, **{'data.batch_size': 8})."""
+  for field, value in overrides.items():
+    *path, last = field.split('.')
+    target = config
+    for part in path:
+      target = target[part]
+    target[last] = value
+  return config
+
+
 @pytest.fixture
 def releaser_events(monkeypatch) -> list:
   """Replaces `host_memory.Releaser` with a recorder; returns its events,

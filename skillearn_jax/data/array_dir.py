@@ -24,6 +24,7 @@ from typing import Union
 import numpy as np
 
 from skillearn_jax.data.sources import ArraySource, SourceInfo, channel_stats
+from skillearn_jax.data.tfds_source import DatasetUnavailableError
 
 PREFIX = "array_dir:"
 SPLIT_STEMS = {"train": ("train",), "test": ("test", "t10k"), "all": ("",)}
@@ -94,10 +95,12 @@ def split_files(directory: PathLike, split: str) -> tuple[str, ...]:
   if split not in SPLIT_STEMS:
     raise ValueError(f"split of array_dir must be one of {tuple(SPLIT_STEMS)}; got {split!r}")
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f"array_dir path {directory!r} is not a directory")
+    raise DatasetUnavailableError(
+      f"array_dir:{directory}: not a directory; give a directory of IDX or .npy files"
+    )
   found = [files for stem in SPLIT_STEMS[split] for files in _candidates(directory, stem)]
   if not found:
-    raise FileNotFoundError(
+    raise DatasetUnavailableError(
       f"no {split!r} split in array_dir {directory!r} (files: "
       f"{sorted(os.listdir(directory))}); splits found: {available_splits(directory)}. "
       "See skillearn_jax.data.array_dir for the file naming convention."

@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
 
+from skillearn_jax import config_check
 from skillearn_jax.data.sources import Images, Source, check_indices
 
 Augment = Callable[[Images, np.random.Generator], np.ndarray]
@@ -65,8 +66,9 @@ class BatchStream:
   ):
     self.indices = check_indices(indices, len(source), source.info.name)
     if not 1 <= batch_size <= len(self.indices):
-      raise ValueError(
-        f"batch_size must lie in [1, {len(self.indices)}] (the number of indices); got {batch_size}"
+      raise config_check.ConfigError(
+        f"config.data.batch_size: {batch_size} is not allowed; must lie in "
+        f"[1, {len(self.indices)}], the examples of this {source.info.name} split"
       )
     self.source = source
     self.batch_size = batch_size

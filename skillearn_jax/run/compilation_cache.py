@@ -14,6 +14,8 @@ import os
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
+from skillearn_jax import config_check
+
 
 def enable(cache_dir: str, *, min_compile_time_secs: float = 1.0) -> str | None:
   """Caches compiled programs in `cache_dir` ('' turns caching off).
@@ -30,7 +32,17 @@ def enable(cache_dir: str, *, min_compile_time_secs: float = 1.0) -> str | None:
     compilation_cache.reset_cache()
     return None
   path = os.path.abspath(os.path.expanduser(cache_dir))
-  os.makedirs(path, exist_ok=True)
+  try:
+    os.makedirs(path, exist_ok=True)
+    usable = os.access(path, os.W_OK | os.X_OK)
+    why = 'it is not writable'
+  except OSError as error:
+    usable, why = False, error.strerror or type(error).__name__
+  if not usable:
+    raise config_check.ConfigError(
+      f"config.compilation_cache_dir: {cache_dir!r} cannot be used ({why}); give a writable "
+      "directory, or '' to compile without a cache"
+    )
   jax.config.update('jax_enable_compilation_cache', True)
   jax.config.update('jax_compilation_cache_dir', path)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', float(min_compile_time_secs))

@@ -95,9 +95,8 @@ def check_same_run(config, workdir: str, *, resuming: bool) -> None:
     )
     return
   raise config_check.ConfigError(
-    f'config: workdir {workdir!r} holds checkpoints of another config, '
-    f'which resuming would continue; these fields differ (stored -> '
-    f'given):\n  {listed}\nUse a new --workdir, give the stored values, or '
-    'pass --config.allow_config_change=True to resume under the new ones. '
-    f'Fields that may change on resume: {", ".join(MAY_CHANGE_ON_RESUME)}.'
+    f'config: workdir {workdir!r} holds checkpoints of another config; these fields differ '
+    f'(stored -> given): {"; ".join(diffs)}. Use a new --workdir, give the stored values, or '
+    'pass --config.allow_config_change=True to resume under the new ones (fields that may '
+    f'change on resume: {", ".join(MAY_CHANGE_ON_RESUME)})'
   )

@@ -23,6 +23,31 @@ class WorkdirBusyError(RuntimeError):
   """Another process holds the workdir."""
 
 
+class WorkdirError(OSError):
+  """The workdir cannot be a run's: a file, not writable, or not creatable."""
+
+
+def check_usable(workdir: str) -> None:
+  """Raises WorkdirError, one line saying why, unless `workdir` is (or can be made) a
+  writable directory; creates nothing."""
+  if not workdir:
+    raise WorkdirError('--workdir: empty; give a directory for checkpoints, metrics and plots')
+  path = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(path):
+    if not os.path.isdir(path):
+      raise WorkdirError(f'--workdir {workdir}: is a file, not a directory; give a directory')
+    if not os.access(path, os.W_OK | os.X_OK):
+      raise WorkdirError(f'--workdir {workdir}: is not writable by this user; give another')
+    return
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise WorkdirError(f'--workdir {workdir}: {parent} is a file, so it cannot be created')
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise WorkdirError(f'--workdir {workdir}: cannot be created, {parent} is not writable')
+
+
 def _read(fd: int) -> dict:
   os.lseek(fd, 0, os.SEEK_SET)
   try:
@@ -42,10 +67,16 @@ def _describe(holder: dict) -> str:
 def hold(workdir: str):
   """Holds `workdir` for this process; raises WorkdirBusyError when another one does. A run
   that fails in a workdir this call created leaves no lock file (nor an empty workdir) behind."""
+  check_usable(workdir)
   created = not os.path.exists(workdir)
-  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as error:  # a read-only file system, or what access() could not tell
+    raise WorkdirError(
+      f'--workdir {workdir}: cannot be written ({error.strerror or error}); give another'
+    ) from None
   failed = False
   try:
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 
 from skillearn_jax import config_check
+from skillearn_jax import config_fields
 from skillearn_jax import core
 
 EXPERIMENTS = {
@@ -56,6 +57,7 @@ def check(config) -> None:
     config_check.positive(config, 'neumann_steps', allow_zero=True)
     config_check.positive(config, 'cg_steps')
   module.check_config(config)
+  config_fields.check_ranges(config)  # what the checks above leave: every numeric field
 
 
 def stages(config):

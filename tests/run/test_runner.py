@@ -22,13 +22,7 @@ def _config(**overrides):
   c = hpo_ridge.get_config('quick')
   c.num_epochs = 12
   c.compilation_cache_dir = conftest.XLA_CACHE_DIR
-  for k, v in overrides.items():
-    target = c
-    *path, last = k.split('.')
-    for p in path:
-      target = target[p]
-    target[last] = v
-  return c
+  return conftest.with_overrides(c, **overrides)
 
 
 def _metrics(workdir):
