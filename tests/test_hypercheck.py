@@ -110,3 +110,17 @@ def test_hypercheck_refuses_a_bad_value_naming_the_field():
   )
   assert proc.returncode != 0
   assert 'config.hypergradient' in proc.stderr and 'exact' in proc.stderr
+
+
+def test_neumann_notes_tell_divergence_from_a_radius_just_above_one():
+  options = core.HypergradientOptions(neumann_steps=10)
+  notes = compare_hypergradients.neumann_notes
+  # IL at the paper's constants: eta * 2 lambda = 5, so |1 - 5| = 4 and 4^11 growth
+  blown = notes('implicit', {'round2/a': {'radius': 4.0, 'curvature': 200.0}}, options)
+  assert blown[0].startswith('diverges at stage round2/a') and '4.19e+06x' in blown[0]
+  # DARTS quick: a slightly negative curvature, radius 1.0009: bounded over 11 terms
+  flat = notes('implicit', {'train': {'radius': 1.0009, 'curvature': -0.035}}, options)
+  assert flat[0].startswith('does not converge at stage train') and 'indefinite' in flat[0]
+  assert notes('implicit', {'train': {'radius': 0.5, 'curvature': 1.0}}, options) == []
+  cg = notes('implicit_cg', {'train': {'radius': 1.0009, 'curvature': -0.035}}, options)
+  assert 'positive definite' in cg[0]

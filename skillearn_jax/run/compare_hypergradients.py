@@ -42,8 +42,13 @@ TARGET_WORDS = {
 IMPLICIT = ('implicit', 'implicit_cg')
 # A method whose norm exceeds exact's by this factor is said to blow up.
 GROWTH_LIMIT = 1e3
-# A Neumann series whose unsummed tail rho^(N+1) is above this is truncated.
+# A Neumann series whose unsummed tail rho^(N+1) is above this is truncated;
+# one whose terms grow by this factor or more over its N + 1 terms diverges.
 TRUNCATION_LIMIT = 0.1
+GROWTH_OVER_TERMS = 10.0
+INDEFINITE = ': the Hessian is indefinite there'
+# Below this cosine to exact, an approximate method's gap gets its reason.
+AGREEMENT = 0.99
 
 
 def _flat(tree) -> np.ndarray:
@@ -100,18 +105,25 @@ def neumann_notes(method: str, diagnostics: dict, options: core.HypergradientOpt
   notes = []
   for stage, d in diagnostics.items():
     radius, curvature = d['radius'], d['curvature']
-    if method == 'implicit' and not radius < 1.0:
+    terms = options.neumann_steps + 1
+    growth = radius**terms
+    if method == 'implicit' and radius >= 1.0 and growth >= GROWTH_OVER_TERMS:
       notes.append(
         f'diverges at stage {stage}: the Neumann series sum_i (I - eta H)^i needs the '
         f'spectral radius of I - eta H below 1, estimated {radius:.3g} by power iteration '
-        f'(curvature {curvature:.3g} along its direction); a smaller unroll learning rate, '
-        'implicit_cg or exact avoid it'
+        f'(curvature {curvature:.3g} along its direction), so its {terms} terms grow up to '
+        f'{growth:.3g}x; a smaller unroll learning rate, implicit_cg or exact avoid it'
       )
-    elif method == 'implicit' and radius ** (options.neumann_steps + 1) > TRUNCATION_LIMIT:
-      tail = radius ** (options.neumann_steps + 1)
+    elif method == 'implicit' and radius >= 1.0:
+      notes.append(
+        f'does not converge at stage {stage}: spectral radius of I - eta H ~ {radius:.6g} '
+        f'>= 1 (curvature {curvature:.3g} along its direction{INDEFINITE * (curvature < 0)}); '
+        f'its {terms} terms stay bounded, so this is a truncated sum rather than H^-1 applied'
+      )
+    elif method == 'implicit' and growth > TRUNCATION_LIMIT:
       notes.append(
         f'truncated at stage {stage}: spectral radius of I - eta H ~ {radius:.3g}, so '
-        f'{options.neumann_steps + 1} terms leave about {tail:.0%} of the series unsummed; '
+        f'{terms} terms leave about {growth:.0%} of the series unsummed; '
         'raise --config.neumann_steps'
       )
     if method == 'implicit_cg' and curvature < 0:
@@ -155,6 +167,14 @@ def explain(method: str, entry: dict, exact_entry: dict, diagnostics: dict | Non
     notes.append(
       'zero by construction: first order drops the second-order term, and the validation '
       'loss does not read these parameters directly'
+    )
+  elif method == 'first_order' and entry['cosine_vs_exact'] < AGREEMENT:
+    notes.append('differs by design: first order drops the second-order term (xi -> 0)')
+  if method == 'finite_difference' and not broken and entry['cosine_vs_exact'] < AGREEMENT:
+    notes.append(
+      f'central differences at r = fd_epsilon / ||v|| = {options.fd_epsilon:g} / ||v|| step '
+      'across the kinks of ReLU and max-pool and lose digits to float32 rounding '
+      '(docs/hypergradients.md); exact is the unrolled hypergradient itself'
     )
   if 'rel_error_vs_closed_form' in entry and entry['rel_error_vs_closed_form'] < 1e-3:
     notes.append(
