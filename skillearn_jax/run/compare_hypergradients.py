@@ -171,10 +171,17 @@ def explain(method: str, entry: dict, exact_entry: dict, diagnostics: dict | Non
   elif method == 'first_order' and entry['cosine_vs_exact'] < AGREEMENT:
     notes.append('differs by design: first order drops the second-order term (xi -> 0)')
   if method == 'finite_difference' and not broken and entry['cosine_vs_exact'] < AGREEMENT:
+    steep = [st for st, d in (diagnostics or {}).items() if d['radius'] >= 2.0]
+    chain = (
+      f', and stages {", ".join(steep)} multiply those errors by |1 - eta H| up to '
+      f'{max(diagnostics[st]["radius"] for st in steep):.3g} each along the chain'
+      if steep
+      else ''
+    )
     notes.append(
       f'central differences at r = fd_epsilon / ||v|| = {options.fd_epsilon:g} / ||v|| step '
-      'across the kinks of ReLU and max-pool and lose digits to float32 rounding '
-      '(docs/hypergradients.md); exact is the unrolled hypergradient itself'
+      'across the kinks of ReLU and max-pool and lose digits to float32 rounding'
+      f'{chain} (docs/hypergradients.md); exact is the unrolled hypergradient itself'
     )
   if 'rel_error_vs_closed_form' in entry and entry['rel_error_vs_closed_form'] < 1e-3:
     notes.append(
