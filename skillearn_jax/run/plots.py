@@ -63,12 +63,12 @@ def series_by_family(records: list[dict]) -> dict[str, dict[str, tuple]]:
   return grouped
 
 
-_PREFIX = re.compile(r'^(?:(?:eval|val|train)/)?(?:round\d+/)?')
+_PREFIX = re.compile(r'^(?:(?:eval|val|valid|test|train)/)?(?:round\d+/)?')
 _SUFFIX = re.compile(r'_(?:accuracy|loss)$')
 
 
 def task_candidate(name: str) -> str | None:
-  """The task a metric name seems to be about: TASK in [eval|val|train/][roundN/]TASK/...
+  """The task a metric name seems to be about: TASK in [eval|val|valid|test|train/][roundN/]TASK/...
   or [...]TASK_accuracy; None for a metric with no such part (val/loss)."""
   rest = _PREFIX.sub('', name)
   if '/' in rest:

@@ -118,6 +118,10 @@ def test_a_run_of_several_tasks_gets_one_panel_per_family_and_task():
 def test_a_run_of_one_task_keeps_one_panel_per_family(tmp_path):
   records = writers.read_jsonl(_write_log(tmp_path, steps=5))
   assert plots.tasks_of(plots.series_by_family(records)) == ()
+  # an evaluation run: splits are not tasks
+  names = ('train/loss', 'test/loss', 'test/accuracy', 'valid/loss', 'valid/accuracy')
+  evaluation = [{'step': 1, **{n: 0.5 for n in names}}]
+  assert plots.tasks_of(plots.series_by_family(evaluation)) == ()
 
 
 def test_legends_sit_outside_the_data(tmp_path):
