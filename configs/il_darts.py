@@ -36,6 +36,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
   Ablations of the IL paper (its ablation studies) as overrides:
     lambda sweep:  --config.il.lam=10   (also 1, 1000, ...)
+    coupling:      --config.il.coupling=mean  (lambda per encoder weight; paper: sum)
     rounds M:      --config.il.rounds=1  (and 2, 3)
     task order:    --config.il.tasks=cifar10,cifar100   (order 2)
     K >= 3:        --config.il.tasks=cifar100,cifar10,cifar100
@@ -47,7 +48,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     dict(
       tasks=tasks,  # learners l1..lK, in interleaving order
       rounds=2,  # M
-      lam=100.0,
+      lam=100.0,  # lambda of ||W_k^(m) - W~_prev||^2
+      # sum: lambda * ||W - W~_prev||^2 as both papers state it (IL Eq. 3, Skillearn Eq. 32);
+      # mean: that divided by the number of encoder weights (a one-step factor near 1)
+      coupling='sum',
     )
-  )  # lambda of ||W_k^(m) - W~_prev||^2
+  )
   return c

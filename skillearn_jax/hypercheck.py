@@ -1,13 +1,18 @@
-"""Compare every hypergradient method on the same batches, as JSON.
+"""Compare every hypergradient method on the same batches, as JSON, and say why they differ.
 
   python -m skillearn_jax.hypercheck --config=configs/hpo_ridge.py
-  python -m skillearn_jax.hypercheck --config=configs/darts.py:quick --config.hypergradient=exact
+  python -m skillearn_jax.hypercheck --config=configs/darts.py:quick --methods=exact,implicit
 
-Prints {"methods": {METHOD: {SET: {"norm", "cosine_vs_exact",
-"rel_error_vs_exact", "median_s", "peak_mb"[, "rel_error_vs_closed_form"]}}}}.
+Says on stderr which method it compiles and runs and how long each took, then one line per
+method with its notes (a divergent Neumann series and its spectral radius, a disagreement by
+construction, agreement with a closed form). Prints on stdout
+{"methods": {METHOD: {SET: {"norm", "cosine_vs_exact", "rel_error_vs_exact", "compile_s",
+"median_s", "peak_mb", "notes"[, "closed_form", "rel_error_vs_closed_form"]}}}
+[, "neumann": {STAGE: {"radius", "curvature", "inner_grad_norm"}}]}.
 """
 
 import json
+import sys
 
 from absl import app
 from absl import flags
@@ -27,6 +32,15 @@ _METHODS = flags.DEFINE_list(
 )
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed repeats per method.')
 _STEP = flags.DEFINE_integer('step', 0, 'Which step\'s batches to use.')
+_POWER_ITERATIONS = flags.DEFINE_integer(
+  'power_iterations',
+  20,
+  'Power iterations per stage estimating the Neumann series\' spectral radius (0: none).',
+)
+
+
+def _say(line: str) -> None:
+  print(f'hypercheck: {line}', file=sys.stderr, flush=True)
 
 
 def main(argv):
@@ -35,6 +49,7 @@ def main(argv):
   skills.check(config)
   for m in _METHODS.value:
     core.hypergradients.lookup(m)  # refuses an unknown name before any compile
+  _say(f'building {config.experiment} ...')
   setup = skills.build(config)
   if not isinstance(setup, base.SkillSetup):
     raise app.UsageError(f'config.experiment: {config.experiment!r} is no Skillearn program')
@@ -50,7 +65,11 @@ def main(argv):
     methods=_METHODS.value,
     options=options,
     repeats=_REPEATS.value,
+    power_iterations=_POWER_ITERATIONS.value,
+    log=_say,
   )
+  for line in compare_hypergradients.summary_lines(report):
+    _say(line)
   print(json.dumps(report, indent=1))
 
 

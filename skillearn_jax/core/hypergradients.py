@@ -29,6 +29,7 @@ import jax
 
 from skillearn_jax.core import program as prog
 from skillearn_jax.core.hypergradient_methods import METHODS, REGISTRY, lookup
+from skillearn_jax.core.hypergradient_methods import implicit as implicit_lib
 from skillearn_jax.core.hypergradient_methods.options import EXACT_MODES, HypergradientOptions
 from skillearn_jax.core.hypergradient_methods.shared import Chain, fd_radius, validation_metrics
 
@@ -42,6 +43,7 @@ __all__ = [
   'fd_radius',
   'hypergradient',
   'lookup',
+  'neumann_contraction',
   'validation_metrics',
 ]
 
@@ -66,3 +68,22 @@ def hypergradient(
   chain = Chain(program, params, opt_states, model_state, step, batches, key)
   hyper = {n: params[n] for n in program.validation_sets}
   return implementation(chain, hyper, options)
+
+
+def neumann_contraction(
+  program: prog.Program,
+  *,
+  options: HypergradientOptions = HypergradientOptions(),
+  iterations: int = 20,
+  **at,
+):
+  """Per stage, whether `implicit`'s Neumann series converges at this state:
+  {stage: {'radius', 'curvature', 'inner_grad_norm'}} (see
+  `hypergradient_methods.implicit.neumann_contraction`). `at` places it as
+  `hypergradient`'s keywords do: params, opt_states, model_state, step,
+  batches, key. Pure; jit it."""
+  chain = Chain(program, **at)
+  hyper = {n: at['params'][n] for n in program.validation_sets}
+  return implicit_lib.neumann_contraction(
+    chain, hyper, options, jax.random.fold_in(at['key'], len(program.stages) + 1), iterations
+  )

@@ -3,7 +3,8 @@
 This module owns the drawings a search run leaves behind: a genotype cell as a graph (inputs
 c_{k-2}, c_{k-1}, intermediate nodes 0..n-1, output c_{k}, edges labelled with their op), drawn
 with matplotlib by default or with graphviz when its Python package and `dot` are installed,
-and heatmaps of softmax(α) (edges × ops) for a sequence of snapshots taken during search. It
+and heatmaps of softmax(α) (edges × ops) for a sequence of snapshots taken during search, on a
+diverging scale centred on the uniform weight 1/|ops|. It
 uses matplotlib's object API (no pyplot), so it is safe off-screen and in threads.
 """
 
@@ -16,6 +17,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from matplotlib.colors import CenteredNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch
 
@@ -311,21 +313,25 @@ def _panel_title(steps: Sequence[Any] | None, index: int) -> str:
   return label if isinstance(label, str) else f"step {label}"
 
 
-def plot_alpha_heatmaps(
+def uniform_centred_norm(weights: Sequence[np.ndarray], ops: int) -> CenteredNorm:
+  """The colour scale of the heatmaps: centred on the uniform weight 1/|ops|, as wide as the
+  largest departure from it (a tiny width when there is none), so a search that has barely
+  moved from uniform still shows which ops gain and which lose."""
+  centre = 1.0 / ops
+  spread = max(float(np.max(np.abs(w - centre))) for w in weights)
+  return CenteredNorm(vcenter=centre, halfrange=max(spread, 1e-6))
+
+
+def alpha_heatmap_figure(
   snapshots: Sequence[Any],
-  path: str | os.PathLike,
   *,
   primitives: Sequence[str] = PRIMITIVES,
   steps: Sequence[Any] | None = None,
   title: str = "softmax(α)",
   apply_softmax: bool = True,
   max_panels: int = 6,
-) -> str:
-  """One edges × ops heatmap per α snapshot (at most `max_panels`, evenly spaced, first and
-  last always shown) with a shared colour scale; the strongest non-`none` op of every edge
-  is dotted. `snapshots` are α logits of shape (num_edges(nodes), len(primitives)) (or
-  weights with apply_softmax=False); `steps` label the panels: strings as given ('epoch 3'),
-  numbers as 'step N'."""
+) -> Figure:
+  """The figure `plot_alpha_heatmaps` writes (see there)."""
   if not snapshots:
     raise ValueError("snapshots is empty; pass at least one α array")
   if max_panels < 1:
@@ -352,16 +358,17 @@ def plot_alpha_heatmaps(
   columns = min(3, len(shown))
   rows = -(-len(shown) // columns)
   figure = Figure(
-    figsize=(1.2 + 3.4 * columns, 0.9 + (0.6 + 0.27 * edges) * rows), dpi=110, layout="constrained"
+    figsize=(1.6 + 3.4 * columns, 1.2 + (0.6 + 0.27 * edges) * rows), dpi=110, layout="constrained"
   )
   grid = figure.subplots(rows, columns, squeeze=False)
-  vmax = max(float(w.max()) for w in weights)
+  # A diverging map centred on uniform: red above 1/|ops|, blue below, white at uniform.
+  norm = uniform_centred_norm(weights, ops)
   image = None
   labels = edge_labels(nodes)
   candidates = [k for k, op in enumerate(primitives) if op != NONE_OP]
   for panel, (index, w) in enumerate(zip(shown, weights)):
     axes = grid[panel // columns][panel % columns]
-    image = axes.imshow(w, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
+    image = axes.imshow(w, cmap="RdBu_r", norm=norm, aspect="auto")
     if candidates:
       best = np.asarray(candidates)[np.argmax(w[:, candidates], axis=1)]
       axes.scatter(best, np.arange(edges), s=10, c="white", edgecolors="black", linewidths=0.5)
@@ -370,8 +377,41 @@ def plot_alpha_heatmaps(
     axes.set_yticks(range(edges), labels if panel % columns == 0 else [""] * edges, fontsize=7)
   for panel in range(len(shown), rows * columns):
     grid[panel // columns][panel % columns].axis("off")
-  figure.colorbar(image, ax=grid, shrink=0.8, label="weight")
-  figure.suptitle(title)
+  bar = figure.colorbar(image, ax=grid, shrink=0.8, extend="neither")
+  bar.set_label(f"weight (white = uniform 1/{ops} = {1 / ops:.3g})", fontsize=8)
+  bar.ax.tick_params(labelsize=7)
+  figure.suptitle(
+    f"{title}: departure from uniform 1/{ops}\n"
+    f"red above, blue below (up to ±{norm.halfrange:.2g}); dot: each edge's strongest op other than none",
+    fontsize=10,
+  )
+  return figure
+
+
+def plot_alpha_heatmaps(
+  snapshots: Sequence[Any],
+  path: str | os.PathLike,
+  *,
+  primitives: Sequence[str] = PRIMITIVES,
+  steps: Sequence[Any] | None = None,
+  title: str = "softmax(α)",
+  apply_softmax: bool = True,
+  max_panels: int = 6,
+) -> str:
+  """One edges × ops heatmap per α snapshot (at most `max_panels`, evenly spaced, first and
+  last always shown) on one diverging colour scale centred on the uniform weight 1/|ops|
+  (`uniform_centred_norm`), so departures from uniform show however small; the strongest
+  non-`none` op of every edge is dotted. `snapshots` are α logits of shape
+  (num_edges(nodes), len(primitives)) (or weights with apply_softmax=False); `steps` label the
+  panels: strings as given ('epoch 3'), numbers as 'step N'."""
+  figure = alpha_heatmap_figure(
+    snapshots,
+    primitives=primitives,
+    steps=steps,
+    title=title,
+    apply_softmax=apply_softmax,
+    max_panels=max_panels,
+  )
   path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   figure.savefig(path)

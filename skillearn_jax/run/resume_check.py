@@ -36,7 +36,7 @@ MAY_CHANGE_ON_RESUME = (
 _ABSENT = '<absent>'
 # Fields older workdirs stored under another name, or that no longer exist, and the value an
 # absent field had before it existed (older searches seeded with threefry2x32; implicit_cg
-# came with its default).
+# came with its default; IL coupled by the plain sum before il.coupling).
 RENAMED = {'skill': 'experiment'}
 RETIRED = ('mode',)
 DEFAULTS_BEFORE = {
@@ -46,6 +46,7 @@ DEFAULTS_BEFORE = {
   'alphas_optim.warmup_epochs': 0,
   'alphas_optim.clip': 0.0,
   'darts_plus.enabled': False,
+  'il.coupling': 'sum',
 }
 # Blocks older workdirs lack whole: knobs of a variant the run did not use (space 'darts',
 # darts_plus off, both checked above).

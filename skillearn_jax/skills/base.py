@@ -33,7 +33,9 @@ class SkillSetup:
   # a pure function of the step so that runs resume and repeat exactly.
   batches_at: Callable[[int], Mapping[str, Any]]
   steps_per_epoch: int = 1
-  # (state, batches) -> {set: gradient} or None where no closed form exists.
+  # (state, batches) -> {reference: {set: gradient}} (references: 'unrolled', the
+  # T-step unroll's hypergradient; 'optimum', the one at the inner problem's
+  # true optimum), or None where no closed form exists.
   closed_form: Optional[Callable[[core.ProgramState, Any], Any]] = None
   # state -> JSON-able summary of what was learned (e.g. a genotype).
   describe: Optional[Callable[[core.ProgramState], Mapping[str, Any]]] = None

@@ -6,7 +6,8 @@ the validation error over h. With a one-step unroll
 w' = w - xi * (X^T (X w - y) / n + e^h w), the hypergradient has the closed
 form dL_val/dh = -xi e^h w . X_v^T (X_v w' - y_v) / m, and at the optimum
 w* = (X^T X / n + e^h I)^-1 X^T y / n the implicit-function one is
-dL_val/dh = -e^h grad L_val(w*) . A^-1 w*. The data are synthetic and fixed by
+dL_val/dh = -e^h grad L_val(w*) . A^-1 w*; T-step unrolls have a closed form
+by the same recursion (`closed_form_unrolled`). The data are synthetic and fixed by
 the seed, so the example runs anywhere.
 """
 
@@ -66,15 +67,23 @@ def build_program(
   )
 
 
-def closed_form_unrolled(params, batches, xi):
-  """dL_val(w')/dh for the one-step unroll, written out by hand."""
+def closed_form_unrolled(params, batches, xi, steps: int = 1):
+  """dL_val(w_T)/dh for the T-step unroll, written out by hand.
+
+  With A = X^T X / n + e^h I and b = X^T y / n, each step is
+  w_{t+1} = w_t - xi (A w_t - b), so dw_{t+1}/dh = (I - xi A) dw_t/dh - xi e^h w_t
+  from dw_0/dh = 0, and dL_val/dh = grad L_val(w_T) . dw_T/dh.
+  """
   w, h = params['w'], params['log_lam']
   tr, va = batches['train'], batches['val']
   lam = jnp.exp(h)
-  grad_w = tr['x'].T @ (tr['x'] @ w - tr['y']) / tr['x'].shape[0] + lam * w
-  w1 = w - xi * grad_w
-  grad_val = va['x'].T @ (va['x'] @ w1 - va['y']) / va['x'].shape[0]
-  return jnp.dot(grad_val, -xi * lam * w)
+  dw = jnp.zeros_like(w)
+  for _ in range(steps):
+    grad_w = tr['x'].T @ (tr['x'] @ w - tr['y']) / tr['x'].shape[0] + lam * w
+    dw = dw - xi * (tr['x'].T @ (tr['x'] @ dw) / tr['x'].shape[0] + lam * dw) - xi * lam * w
+    w = w - xi * grad_w
+  grad_val = va['x'].T @ (va['x'] @ w - va['y']) / va['x'].shape[0]
+  return jnp.dot(grad_val, dw)
 
 
 def ridge_solution(h, batch):
@@ -110,9 +119,15 @@ def build(config) -> base.SkillSetup:
     return {'w': w, 'log_lam': jnp.asarray(r.init_log_lam, jnp.float32)}, {}
 
   def closed_form(state, batches):
-    if r.unroll_steps != 1:
-      return None
-    return {'log_lam': closed_form_unrolled(state.params, batches, r.xi)}
+    # What each method approximates: the unrolled one (exact, finite
+    # differences, first order) and the one at the true optimum w*(h)
+    # (implicit, implicit_cg).
+    return {
+      'unrolled': {
+        'log_lam': closed_form_unrolled(state.params, batches, r.xi, int(r.unroll_steps))
+      },
+      'optimum': {'log_lam': closed_form_implicit(state.params['log_lam'], batches)},
+    }
 
   return base.SkillSetup(
     program=program,

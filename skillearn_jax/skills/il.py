@@ -56,8 +56,25 @@ def squared_distance(a, b) -> jax.Array:
   )
 
 
-def encoder_interaction(current: str, previous: str) -> core.LossFn:
-  """||W_current - W~_previous||^2; the stage's gamma carries lambda."""
+def num_weights(tree) -> int:
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(tree))
+
+
+# How lambda couples consecutive encoders. Both papers state the plain squared
+# norm, lambda * ||W_k^(m) - W~_(k-1)^(m)||_2^2 (IL paper Eq. 3-5 and its update
+# Eq. 7 with 2 eta lambda; Skillearn Eq. 32-35), so 'sum' is the default;
+# 'mean' divides by the number of encoder weights N, so that the one-step
+# factor 1 - 2 eta lambda / N stays near 1 at the paper's lambda = 100.
+COUPLINGS = ('sum', 'mean')
+
+
+def encoder_interaction(current: str, previous: str, coupling: str = 'sum') -> core.LossFn:
+  """||W_current - W~_previous||^2 (divided by the number of encoder weights
+  under 'mean' coupling); the stage's gamma carries lambda."""
+  if coupling == 'mean':
+    return lambda params, batch, ctx: (
+      squared_distance(params[current], params[previous]) / num_weights(params[current])
+    )
   return lambda params, batch, ctx: squared_distance(params[current], params[previous])
 
 
@@ -74,13 +91,14 @@ def il_program(
   learner_loss: Callable[[int, str], core.LossFn],
   weight_set: Callable[[str], core.ParamSet],
   arch_set: core.ParamSet,
+  coupling: str = 'sum',
 ) -> core.Program:
   """The IL program of Eq. 32 for any learner loss.
 
   `learner_loss(k, stage)` is learner k's loss reading the sets
   `encoder_set(stage)`, `head_set(stage)` and `arch_set.name`, and model
   state entry `stage`; `weight_set(name)` makes the ParamSet of an encoder
-  or head set.
+  or head set; `coupling` is one of `COUPLINGS`.
   """
   param_sets, stages = [arch_set], []
   previous = None
@@ -94,7 +112,7 @@ def il_program(
         else dict(
           uses=[previous],
           gamma=lam,
-          interaction=encoder_interaction(encoder_set(stage), encoder_set(previous)),
+          interaction=encoder_interaction(encoder_set(stage), encoder_set(previous), coupling),
         )
       )
       stages.append(
@@ -127,27 +145,60 @@ def check_config(config) -> None:
   multitask.parse_tasks(config.il.tasks, 'il.tasks')
   config_check.positive(config, 'il.rounds')
   config_check.positive(config, 'il.lam', allow_zero=True)
+  config_check.one_of(config, 'il.coupling', COUPLINGS)
 
 
-def chain_amplification_warning(config, num_learners: int) -> str | None:
-  """A warning when finite differences meet a chain that amplifies.
+def unstable_unroll_warning(config, num_learners: int, encoder_weights: int) -> str | None:
+  """Words for the user when a stage's step overshoots: 2 eta lambda >= 2.
 
-  Each stage's one-step solution carries (1 - 2 eta lambda) times the
-  previous stage's encoder, so sensitivities grow by that factor per stage;
-  past 1 in size, the finite-difference hypergradient stops tracking the
-  exact one (docs/performance.md, "The cost of interleaving learning").
+  A stage's objective L + lambda ||W - W_prev||^2 has the gradient
+  grad L + 2 lambda (W - W_prev), so one step of rate eta (the weights'
+  learning rate, which the one-step unroll of every hypergradient uses as
+  xi, IL paper Eq. 7) leaves W - W_prev multiplied by 1 - 2 eta lambda. At
+  2 eta lambda >= 2 that factor is <= -1: the step overshoots the previous
+  encoder by more than it started from, the unrolled solutions grow along
+  the chain, and only gradient clipping keeps the run finite. None when the
+  factor is safe or no stage is coupled (one stage in all).
   """
   stages = int(config.il.rounds) * num_learners
-  factor = 1.0 - 2.0 * config.weights_optim.lr * config.il.lam
-  if config.hypergradient != 'finite_difference' or stages < 2 or abs(factor) <= 1.0:
+  eta = float(config.weights_optim.lr)
+  lam = float(config.il.lam)
+  if config.il.coupling == 'mean':
+    lam = lam / encoder_weights
+  if stages < 2 or 2.0 * eta * lam < 2.0:
     return None
-  return (
-    f'interleaving learning: each of the {stages} stages multiplies '
-    f'the previous encoder by 1 - 2 * weights_optim.lr * il.lam = '
-    f'{factor:g}, so finite-difference hypergradients drift from the '
-    'exact ones (cosine -0.03 on configs/il_darts.py:quick); consider '
-    '--config.hypergradient=exact or a smaller --config.il.lam'
+  per_weight = f' / {encoder_weights} weights' if config.il.coupling == 'mean' else ''
+  unroll = (
+    '' if config.hypergradient == 'first_order' else ', and the unroll its hypergradient takes,'
   )
+  drift = (
+    '; finite-difference hypergradients also drift from the exact ones on it '
+    '(cosine -0.03 on configs/il_darts.py:quick)'
+    if config.hypergradient == 'finite_difference'
+    else ''
+  )
+  return (
+    f'interleaving learning: 2 * eta * lambda = 2 * {eta:g} (weights_optim.lr) * '
+    f'{float(config.il.lam):g}{per_weight} (il.lam) = {2.0 * eta * lam:g} >= 2, so each '
+    f'step of the {stages} stages{unroll} multiplies the distance to the previous encoder '
+    'by 1 - 2 * eta * lambda = '
+    f'{1.0 - 2.0 * eta * lam:g}: they overshoot and grow, and only gradient clipping '
+    f'(weights_optim.clip = {config.weights_optim.clip:g}) keeps the run finite{drift}. '
+    'Choices: --config.hypergradient=exact (the unroll differentiated exactly), a smaller '
+    '--config.il.lam or --config.weights_optim.lr (2 * eta * lambda < 2), or '
+    '--config.il.coupling=mean (lambda divided by the number of encoder weights)'
+  )
+
+
+_WARNED: set = set()
+
+
+def warn_once(message: str | None) -> None:
+  """Logs `message` once per process, however often the experiment is built
+  (a run of stages builds it once a stage)."""
+  if message and message not in _WARNED:
+    _WARNED.add(message)
+    logging.warning(message)
 
 
 def supernet_program(nets, labels, config, per_epoch: int):
@@ -167,6 +218,7 @@ def supernet_program(nets, labels, config, per_epoch: int):
     ),
     weight_set=weight_set,
     arch_set=nas_search.arch_param_set(ALPHAS, config.alphas_optim, per_epoch),
+    coupling=config.il.coupling,
   )
   return program, schedule
 
@@ -192,9 +244,15 @@ def build(config) -> base.SkillSetup:
   rounds = int(config.il.rounds)
   per_epoch = multitask.steps_per_epoch(learners)
   program, schedule = supernet_program(nets, labels, config, per_epoch)
-  warning = chain_amplification_warning(config, len(learners))
-  if warning:
-    logging.warning(warning)
+  encoder_weights = 0
+  if config.il.coupling == 'mean':  # the count, from shapes alone: nothing is initialized
+    encoder_weights = num_weights(
+      jax.eval_shape(
+        lambda key: multitask.init_task_nets(nets, key, learners[0].info.image_shape)[0],
+        jax.random.PRNGKey(0),
+      )
+    )
+  warn_once(unstable_unroll_warning(config, len(learners), encoder_weights))
 
   def init(key):
     return init_supernet_params(nets, labels, rounds, key, learners[0].info.image_shape)

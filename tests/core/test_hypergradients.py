@@ -441,3 +441,37 @@ def test_make_step_refuses_an_unknown_method_through_the_lookup():
   program, _, _ = _ridge_state()
   with pytest.raises(ValueError, match="hypergradient: unknown method 'magic'; allowed: "):
     core.make_step(program, method='magic')
+
+
+@pytest.mark.parametrize('neumann_lr', [None, 1.5])
+def test_neumann_contraction_is_the_spectral_radius_of_i_minus_eta_h(neumann_lr):
+  # Ridge's stage Hessian is A = X^T X / n + e^h I whatever w is, so the
+  # radius is max_i |1 - eta a_i| over A's eigenvalues a_i: below 1 at
+  # eta = XI, above 1 at eta = 1.5 (the series then diverges).
+  program, state, data = _ridge_state()
+  options = core.HypergradientOptions(neumann_lr=neumann_lr)
+  at = lambda s: dict(
+    params=s.params, opt_states=s.opt_states, model_state=s.model_state, step=s.step
+  )
+  out = jax.jit(
+    lambda s: core.hypergradients.neumann_contraction(
+      program, options=options, iterations=200, batches=data, key=jax.random.PRNGKey(0), **at(s)
+    )
+  )(state)['train']
+  _, a = hpo_ridge.ridge_solution(jnp.float32(-1.0), data['train'])
+  eigenvalues = np.linalg.eigvalsh(np.asarray(a, np.float64))
+  eta = XI if neumann_lr is None else neumann_lr
+  radius = np.max(np.abs(1 - eta * eigenvalues))
+  dominant = eigenvalues[np.argmax(np.abs(1 - eta * eigenvalues))]
+  assert float(out['radius']) == pytest.approx(radius, rel=1e-3)
+  assert float(out['curvature']) == pytest.approx(dominant, rel=1e-3)
+  assert (float(out['radius']) >= 1) == (neumann_lr == 1.5)
+
+
+def test_ridge_exact_matches_the_t_step_closed_form():
+  program, state, data = _ridge_state(unroll_steps=3)
+  truth = hpo_ridge.closed_form_unrolled(state.params, data, XI, steps=3)
+  one_step = hpo_ridge.closed_form_unrolled(state.params, data, XI)
+  grads, _ = _hypergrad(program, state, data, 'exact')
+  assert _rel(grads['log_lam'], truth) < 1e-4
+  assert _rel(one_step, truth) > 0.1  # the recursion matters

@@ -5,11 +5,14 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.image  # pylint: disable=wrong-import-position
+import jax  # pylint: disable=wrong-import-position
+import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=wrong-import-position
 
 from skillearn_jax.nas import cell_plot  # pylint: disable=wrong-import-position
 from skillearn_jax.nas import genotypes as G  # pylint: disable=wrong-import-position
+from skillearn_jax.nas.ops import PRIMITIVES  # pylint: disable=wrong-import-position
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -111,6 +114,29 @@ def test_plot_alpha_heatmaps_op_subset_and_weights(tmp_path):
     [weights], tmp_path / "w.png", primitives=subset, apply_softmax=False
   )
   assert_real_png(tmp_path / "w.png", min_bytes=5_000, min_width=200)
+
+
+@pytest.mark.parametrize("ops", [8, 3])
+def test_alpha_heatmaps_are_centred_on_the_uniform_weight(ops):
+  rng = np.random.default_rng(0)
+  primitives = PRIMITIVES[:ops]
+  # nearly uniform, as after a short search: every weight within 0.01 of 1/ops
+  snapshots = [0.03 * rng.normal(size=(5, ops)) for _ in range(3)]
+  figure = cell_plot.alpha_heatmap_figure(snapshots, primitives=primitives)
+  images = [image for axes in figure.axes for image in axes.images]
+  assert len(images) == 3
+  weights = [np.asarray(jax.nn.softmax(jnp.asarray(s, jnp.float32), -1)) for s in snapshots]
+  spread = max(np.max(np.abs(w - 1 / ops)) for w in weights)
+  for image in images:
+    norm = image.norm
+    assert norm.vcenter == pytest.approx(1 / ops)
+    assert norm.halfrange == pytest.approx(spread, rel=1e-5)
+    assert image.get_cmap().name == "RdBu_r"  # diverging: white at the centre
+    assert float(norm(1 / ops)) == pytest.approx(0.5)
+    # the largest departure reaches the end of the colour range, not a sliver of 0..max
+    reach = max(max(float(norm(w.max())) - 0.5, 0.5 - float(norm(w.min()))) for w in weights)
+    assert reach == pytest.approx(0.5, rel=1e-4)
+  assert f"uniform 1/{ops}" in figure.get_suptitle()
 
 
 def test_plot_alpha_heatmaps_rejects_bad_input(tmp_path):

@@ -89,3 +89,14 @@ def test_a_search_workdir_from_before_the_variants_resumes_unchanged():
   assert resume_check.differences(stored, current) == []
   current['darts_plus']['enabled'] = True
   assert resume_check.differences(stored, current) == ['darts_plus.enabled: False -> True']
+
+
+def test_an_il_workdir_from_before_il_coupling_resumes_under_the_sum():
+  from configs import il_darts  # pylint: disable=import-outside-toplevel
+
+  current = json.loads(json.dumps(il_darts.get_config('quick').to_dict()))
+  stored = json.loads(json.dumps(current))
+  del stored['il']['coupling']
+  assert resume_check.differences(stored, current) == []
+  current['il']['coupling'] = 'mean'
+  assert resume_check.differences(stored, current) == ["il.coupling: 'sum' -> 'mean'"]

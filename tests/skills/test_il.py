@@ -204,6 +204,7 @@ def test_exact_and_finite_difference_agree_through_the_chain():
     ('tasks', 'digits_a,mnist', "unknown task 'mnist'"),
     ('rounds', 0, 'must be > 0'),
     ('lam', -1.0, 'must be >= 0'),
+    ('coupling', 'max', "'max' is not allowed; allowed: \\('sum', 'mean'\\)"),
   ],
 )
 def test_config_errors_name_the_field(field, value, message):
@@ -213,16 +214,76 @@ def test_config_errors_name_the_field(field, value, message):
     skills.check(c)
 
 
-def test_finite_differences_on_an_amplifying_chain_are_warned_about():
-  paper = il_darts.get_config('')  # finite differences, lam = 100
-  warning = il.chain_amplification_warning(paper, num_learners=2)
-  assert 'each of the 4 stages' in warning and '= -4,' in warning
-  assert 'hypergradient=exact' in warning
-  assert il.chain_amplification_warning(il_darts.get_config('exact'), 2) is None
-  paper.il.lam = 10.0  # 1 - 2 * 0.025 * 10 = 0.5
-  assert il.chain_amplification_warning(paper, 2) is None
-  paper.il.lam, paper.il.rounds = 100.0, 1
-  assert il.chain_amplification_warning(paper, 1) is None  # no chain
+def test_unstable_unroll_is_warned_about_once_at_the_paper_constants(monkeypatch):
+  paper = il_darts.get_config('')  # finite differences, eta = 0.025, lam = 100
+  warning = il.unstable_unroll_warning(paper, num_learners=2, encoder_weights=0)
+  assert '= 5 >= 2' in warning and '1 - 2 * eta * lambda = -4' in warning
+  assert 'step of the 4 stages, and the unroll' in warning and 'finite-difference' in warning
+  for choice in ('hypergradient=exact', 'smaller --config.il.lam', 'il.coupling=mean'):
+    assert choice in warning
+  # exact hypergradients differentiate the same overshooting step: still warned
+  assert '-4' in il.unstable_unroll_warning(il_darts.get_config('exact'), 2, 0)
+  logged = []
+  monkeypatch.setattr(il, '_WARNED', set())
+  monkeypatch.setattr(il.logging, 'warning', logged.append)
+  for _ in range(3):  # e.g. a run of stages builds the experiment once a stage
+    il.warn_once(warning)
+  assert logged == [warning]
+
+
+def test_building_il_warns_once_before_anything_compiles(monkeypatch):
+  logged = []
+  monkeypatch.setattr(il, '_WARNED', set())
+  monkeypatch.setattr(il.logging, 'warning', logged.append)
+  config = il_darts.get_config('quick')  # first order at the paper's eta and lambda
+  skills.build(config)
+  skills.build(config)
+  assert len(logged) == 1 and '= -4' in logged[0] and ', and the unroll' not in logged[0]
+  config.il.coupling = 'mean'  # lambda / N: safe
+  skills.build(config)
+  assert len(logged) == 1
+
+
+@pytest.mark.parametrize(
+  'overrides, weights',
+  [
+    (dict(lam=10.0), 0),  # 2 * 0.025 * 10 = 0.5
+    (dict(lam=39.9), 0),  # just below 2
+    (dict(rounds=1), 0),  # with one learner: one stage, nothing coupled
+    (dict(coupling='mean'), 1000),  # 2 * 0.025 * 100 / 1000 = 0.005
+  ],
+)
+def test_safe_constants_are_not_warned_about(overrides, weights):
+  config = il_darts.get_config('')
+  config.il.update(overrides)
+  learners = 1 if 'rounds' in overrides else 2
+  assert il.unstable_unroll_warning(config, learners, weights) is None
+
+
+def test_mean_coupling_divides_by_the_number_of_encoder_weights():
+  current = {'w': jnp.ones((2, 2)), 'v': jnp.zeros(3)}
+  previous = {'w': jnp.zeros((2, 2)), 'v': jnp.full(3, 2.0)}
+  params = {'c': current, 'p': previous}
+  summed = il.encoder_interaction('c', 'p', 'sum')
+  mean = il.encoder_interaction('c', 'p', 'mean')
+  assert float(summed(params, None, None)) == pytest.approx(16.0)  # 4 * 1 + 3 * 4
+  assert float(mean(params, None, None)) == pytest.approx(16.0 / 7)  # 7 weights
+  # its gradient is 2 (W - W_prev) / N: the one-step factor is 1 - 2 eta lambda / N
+  grad = jax.grad(lambda c: mean({'c': c, 'p': previous}, None, None))(current)
+  np.testing.assert_allclose(grad['w'], 2 * np.ones((2, 2)) / 7, rtol=1e-6)
+  np.testing.assert_allclose(grad['v'], 2 * np.full(3, -2.0) / 7, rtol=1e-6)
+  program = il.il_program(
+    LABELS,
+    2,
+    LAM,
+    learner_loss=_smooth_loss,
+    weight_set=lambda name: core.ParamSet(name, optax.sgd(XI), unroll_lr=XI),
+    arch_set=core.ParamSet('alphas', optax.adam(1e-2)),
+    coupling='mean',
+  )
+  stage = program.stage('round2/a')
+  tied = {'round2/a/encoder': current, 'round1/b/encoder': previous}
+  assert float(stage.interaction(tied, None, None)) == pytest.approx(16.0 / 7)
 
 
 def test_tasks_accept_tuples_and_repeated_tasks_get_numbered_labels():
