@@ -131,6 +131,9 @@ FIELDS: dict[str, Field] = {
   'il.tasks': Field('comma-separated dataset names', 'IL: the learners, in passing order'),
   'il.rounds': Field('> 0', 'IL: rounds the encoder goes around the learners'),
   'il.lam': Field('>= 0', 'IL: coupling of consecutive learners (lambda)'),
+  'il.coupling': Field(
+    'sum | mean', "IL: lambda times the squared distance (the papers'), or its mean per weight"
+  ),
   'mtl.tasks': Field('comma-separated dataset names', 'MTL: the tasks trained together'),
   'mtl.train_tradeoff': Field('>= 0', 'MTL: weight of the second task in training'),
   'mtl.val_tradeoff': Field('>= 0', 'MTL: weight of the second task in validation'),

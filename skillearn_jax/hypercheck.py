@@ -14,11 +14,11 @@ construction, agreement with a closed form). Prints on stdout
 import json
 import sys
 
-from absl import app
 from absl import flags
 import jax
 from ml_collections import config_flags
 
+from skillearn_jax import cli
 from skillearn_jax import core
 from skillearn_jax import skills
 from skillearn_jax.skills import base
@@ -45,14 +45,16 @@ def _say(line: str) -> None:
 
 def main(argv):
   del argv
-  config = _CONFIG.value
+  config = cli.config_of(_CONFIG)
   skills.check(config)
   for m in _METHODS.value:
     core.hypergradients.lookup(m)  # refuses an unknown name before any compile
   _say(f'building {config.experiment} ...')
   setup = skills.build(config)
   if not isinstance(setup, base.SkillSetup):
-    raise app.UsageError(f'config.experiment: {config.experiment!r} is no Skillearn program')
+    raise cli.config_check.ConfigError(
+      f'config.experiment: {config.experiment!r} is no Skillearn program (no hypergradient)'
+    )
   key = loop.root_key(config)
   params, model_state = setup.init(jax.random.fold_in(key, 0))
   state = core.init_state(setup.program, params, model_state)
@@ -75,4 +77,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  cli.run_main(main)
