@@ -65,3 +65,11 @@ def test_describe_lists_every_field_with_value_type_allowed_and_meaning():
   assert row.split()[1:5] == ['0.025', 'float', '>', '0'] and 'learning rate' in row
   assert '(not described)' not in result.stdout
   assert json.loads(json.dumps(config.to_dict()))  # nothing was run
+
+
+def test_help_points_to_describe_and_the_configs_table():
+  result = _main('--help')
+  assert result.returncode == 0
+  text = ' '.join(result.stdout.split())
+  assert '--describe lists every field of a config' in text
+  assert "the README's configs table lists the configs" in text
