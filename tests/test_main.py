@@ -68,8 +68,7 @@ def test_describe_lists_every_field_with_value_type_allowed_and_meaning():
 
 
 def test_help_points_to_describe_and_the_configs_table():
-  result = _main('--help')
-  assert result.returncode == 0
+  result = _main('--help')  # absl's --help exits with status 1
   text = ' '.join(result.stdout.split())
   assert '--describe lists every field of a config' in text
   assert "the README's configs table lists the configs" in text
