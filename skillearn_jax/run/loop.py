@@ -205,7 +205,7 @@ def train_and_evaluate(
       # Prepare the next batch on the host while the device works.
       batch = exp.batches_at(step + 1) if step + 1 < last_step else None
       metrics = writers.scalar_metrics(metrics)
-      check_finite(step, metrics, _kept(ckpt))
+      check_finite(step + 1, metrics, _kept(ckpt))  # counted as the progress lines count
       state = new_state
       seconds = time.perf_counter() - t0
       if step == start_step:

@@ -92,11 +92,15 @@ def test_same_seed_repeats_and_other_seed_differs(tmp_path):
 def test_non_finite_loss_stops_naming_step_stage_and_quantity(tmp_path):
   workdir = str(tmp_path / 'nan')
   config = _config(**{'ridge.weight_lr': 5.0, 'num_epochs': 60})
-  with pytest.raises(loop.NonFiniteError, match=r"at step \d+: stage '\w+', quantity '[\w/ ]+'"):
+  with pytest.raises(
+    loop.NonFiniteError, match=r"at step \d+: stage '\w+', quantity '[\w/ ]+'"
+  ) as e:
     runner.run(config, workdir)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
   last = ckpt.latest_step()
   assert last is not None
+  # The step that went non-finite is the one after the kept checkpoint's.
+  assert f'at step {last + 1}:' in str(e.value) and f'checkpoint, step {last},' in str(e.value)
   setup = skills.build(config)
   params, ms = setup.init(jax.random.key(0))
   template = core.init_state(setup.program, params, ms)
