@@ -34,10 +34,14 @@ _EXECUTOR = flags.DEFINE_enum(
   'local: jobs on this machine; slurm: job arrays; inline: one after another in this process.',
 )
 _JOBS = flags.DEFINE_integer(
-  'jobs', 1, 'Runs at a time (local); the array parallelism on SLURM (0: the row config\'s).'
+  'jobs',
+  0,
+  'Runs at a time. 0: one at a time with local, the row\'s slurm.array_parallelism on SLURM.',
 )
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'On a user error, print the traceback too.')
-USER_ERRORS = (config_check.ConfigError, DatasetUnavailableError, rows.RowError)
+# A bad row, root or data: one line, exit status 2. A failed run (rows.RowError): one line
+# naming it and its log, exit status 1; rerunning the command resubmits it.
+USER_ERRORS = (config_check.ConfigError, DatasetUnavailableError)
 _ROW = config_flags.DEFINE_config_file(
   'row', None, 'Row config with its row: configs/rows.py:ROW[,quick].', lock_config=True
 )
@@ -54,11 +58,11 @@ def main(argv):
     rows.run_row(_ROW.value, _ROOT.value, executor=_EXECUTOR.value, jobs=_JOBS.value)
     for path in table.write_tables([_ROOT.value], _ROOT.value):
       print(f'table: {path}')
-  except USER_ERRORS as error:
+  except (*USER_ERRORS, rows.RowError) as error:
     if _VERBOSE.value:
       raise
     print(f'error: {error}', file=sys.stderr, flush=True)
-    sys.exit(2)
+    sys.exit(1 if isinstance(error, rows.RowError) else 2)
 
 
 def _check_row_flag(argv) -> None:

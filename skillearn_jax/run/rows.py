@@ -388,8 +388,8 @@ def _log(job) -> str:
 def execute(
   runs: list[Run], executor, *, jobs: int, job: Callable, poll_s: float = 1.0, say=print
 ) -> list[str]:
-  """Runs `runs` (at most `jobs` at a time; 0 = all) and waits; returns the failures, one
-  line each."""
+  """Runs `runs` and waits: on SLURM all submitted at once (the array runs its parallelism),
+  otherwise at most `jobs` at a time (at least one). Returns the failures, one line each."""
   failures: list[str] = []
   if executor is None:  # inline
     for run in runs:
@@ -403,7 +403,7 @@ def execute(
     return failures
   pending = list(runs)
   running: list = []
-  at_once = len(runs) if executor.cluster == 'slurm' or jobs <= 0 else jobs
+  at_once = len(runs) if executor.cluster == 'slurm' else max(jobs, 1)
   while pending or running:
     room = at_once - len(running)
     if room > 0 and pending:

@@ -153,6 +153,11 @@ def _num(value, digits: int = 2) -> str:
   return f'{value:.{digits}f}'
 
 
+def _params(value) -> str:
+  """Millions with two decimals; the quick rows' tiny networks with two significant digits."""
+  return _num(value) if value is None or value >= 0.1 else f'{value:.2g}'
+
+
 def _pm(mean, std, digits: int = 2) -> str:
   if mean is None:
     return '–'
@@ -188,7 +193,7 @@ def markdown(rows: list[dict]) -> str:
         cells.append(_pm(r['top5_error_mean'], r['top5_error_std']))
       cost = _cost(r['search_cost_days'])
       cells += [
-        _num(r['params_m']),
+        _params(r['params_m']),
         f'{cost} {r["cost_unit"]}' if r['search_cost_days'] is not None else cost,
         f'{r["searches"]} / {r["evaluations"]}',
         pub_error,
@@ -246,6 +251,7 @@ def plot(rows: list[dict], path: str) -> None:
           capsize=4,
           label=label,
         )
+    ax.set_xlim(-0.5, len(group) - 0.5)
     ax.set_xticks(x, [r['row'] for r in group], rotation=20, ha='right', fontsize=8)
     ax.set_title(DATASET_TITLES.get(dataset, dataset))
     ax.set_ylabel('test error (%)')
