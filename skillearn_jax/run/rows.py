@@ -31,8 +31,9 @@ ROW_FILE = 'row.json'
 SELECTION_FILE = 'selection.json'
 SELECTIONS = ('each', 'best_by_search_val')
 EXECUTORS = ('local', 'slurm', 'inline')
-# Fields a root's row.json may differ in: the resources and queue, not what is computed.
-MAY_CHANGE = ('resources', 'slurm')
+# Fields a root's row.json may differ in: the resources, the queue and the published figures
+# (a corrected figure), not what is computed.
+MAY_CHANGE = ('resources', 'slurm', 'published')
 # Evaluation datasets a search's genotype may go to: its own family (the cell was searched on
 # images of that size and channels) or the papers' transfer, CIFAR -> ImageNet.
 FAMILIES = {
@@ -197,7 +198,7 @@ def row_record(row) -> dict:
 
 def prepare_root(row, root: str) -> None:
   """Records the row in ROOT/row.json, or refuses a root whose row.json is another row (its
-  resources and queue may change)."""
+  `MAY_CHANGE` fields may differ)."""
   record = row_record(row)
   path = os.path.join(root, ROW_FILE)
   if os.path.exists(path):
