@@ -6,9 +6,9 @@ restores the last checkpoint when there is one (refusing one of another config:
 it the batches of each step, stops loudly on a non-finite metric, evaluates and describes the
 state at epoch ends, logs metrics (metrics.jsonl, TensorBoard, progress lines), checkpoints,
 reports what the model init and the first step spent compiling (`compile_watch`), and writes
-summary.json and the learning curves once, at the end. One seeding convention: the root key
-is `jax.random.key(config.seed, impl=config.rng_impl)`; the init folds in 0, step s folds in
-1 then s. Batches and keys are pure functions of the step, so a resumed run repeats an
+summary.json (with the run's cost: wall seconds and devices) and the learning curves once, at
+the end. One seeding convention: the root key is `jax.random.key(config.seed,
+impl=config.rng_impl)`; the init folds in 0, step s folds in 1 then s. Batches and keys are pure functions of the step, so a resumed run repeats an
 uninterrupted one exactly.
 """
 
@@ -120,6 +120,7 @@ def train_and_evaluate(
 ) -> dict:
   """Runs (or resumes) `experiment` in `workdir`; returns the summary."""
   exp = experiment
+  began = time.perf_counter()
   os.makedirs(workdir, exist_ok=True)
   ckpt = checkpoints.Checkpointer(
     os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints
@@ -154,6 +155,9 @@ def train_and_evaluate(
     history = list(extra.get('history', []))
     epoch_sums = dict(extra.get('epoch_sums', epoch_sums))
     stopped = extra.get('stopped')
+  # Seconds spent up to the restored checkpoint by the processes before this one.
+  spent_before = float(extra.get('train_s', 0.0)) if start_step else 0.0
+  spent = spent_before
   if stopped:
     last_step = start_step
     print(f"stopped early at epoch {stopped['epoch']}: {stopped['reason']}", flush=True)
@@ -185,7 +189,9 @@ def train_and_evaluate(
   last_metrics: dict = {}
 
   def save(step):
-    extra = {}
+    nonlocal spent
+    spent = spent_before + time.perf_counter() - began
+    extra = {'train_s': spent}
     if exp.describe:
       extra['history'] = history
     if exp.epoch_means:
@@ -272,6 +278,7 @@ def train_and_evaluate(
     summary['stopped'] = stopped
   # This process's model init and first step; a resumed run reports its own.
   summary['compile'] = compiles.as_dict()
+  summary['cost'] = run_cost(spent)
   if primary:
     if exp.write_artifacts and not history:
       exp.write_artifacts(state, workdir, history)
@@ -283,6 +290,19 @@ def train_and_evaluate(
       )
     print(closing(summary, workdir, exp.progress_metrics or progress_lib.DEFAULT_FIRST))
   return summary
+
+
+def run_cost(train_s: float) -> dict:
+  """What the run cost: wall seconds from the start of each process (init and compiles
+  included) to its last checkpoint, summed over the processes that led to the final one, and
+  the devices they ran on (the table's search cost, GPU-days = train_s * devices / 86400)."""
+  device = jax.devices()[0]
+  return {
+    'train_s': round(train_s, 3),
+    'platform': device.platform,
+    'device_kind': device.device_kind,
+    'devices': jax.device_count(),
+  }
 
 
 def closing(summary: dict, workdir: str, first) -> str:

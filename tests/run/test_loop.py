@@ -124,7 +124,7 @@ def test_a_stopped_and_resumed_experiment_equals_an_uninterrupted_one(tmp_path, 
 
 
 def test_a_non_finite_step_stops_the_loop(tmp_path, experiment):
-  with pytest.raises(loop.NonFiniteError, match="step 0: stage 'train', quantity 'loss'"):
+  with pytest.raises(loop.NonFiniteError, match="step 1: stage 'train', quantity 'loss'"):
     loop.train_and_evaluate(
       _config(),
       str(tmp_path / 'nan'),

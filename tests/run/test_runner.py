@@ -38,6 +38,7 @@ def _summary(workdir):
   s['final_metrics'].pop('step_seconds')
   s['final_metrics'].pop('examples_per_second', None)
   s.pop('compile')  # this process's compile times
+  s.pop('cost')  # wall seconds differ between runs
   return s
 
 

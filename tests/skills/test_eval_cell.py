@@ -75,6 +75,7 @@ def _summary(workdir):
   summary['final_metrics'].pop('step_seconds')
   summary['final_metrics'].pop('examples_per_second', None)
   summary.pop('compile')  # this process's compile times
+  summary.pop('cost')  # wall seconds differ between runs
   return summary
 
 
