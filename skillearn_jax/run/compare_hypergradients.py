@@ -48,6 +48,23 @@ def _peak_mb(compiled) -> float | None:
   return round(total / 2**20, 3)
 
 
+def jitted_hypergradient(program, method: str, options: core.HypergradientOptions):
+  """(state, batches, key) -> each validation-stage set's hypergradient by `method`, jitted."""
+  return jax.jit(
+    lambda s, b, k: core.hypergradient(
+      program,
+      params=s.params,
+      opt_states=s.opt_states,
+      model_state=s.model_state,
+      step=s.step,
+      batches=b,
+      key=k,
+      method=method,
+      options=options,
+    )[0]
+  )
+
+
 def compare(
   setup,
   state: core.ProgramState,
@@ -65,19 +82,7 @@ def compare(
   if 'exact' not in methods:
     methods.insert(0, 'exact')
   for method in methods:
-    fn = jax.jit(
-      lambda s, b, k, method=method: core.hypergradient(
-        program,
-        params=s.params,
-        opt_states=s.opt_states,
-        model_state=s.model_state,
-        step=s.step,
-        batches=b,
-        key=k,
-        method=method,
-        options=options,
-      )[0]
-    )
+    fn = jitted_hypergradient(program, method, options)
     compiled = fn.lower(state, batches, key).compile()
     grads = jax.block_until_ready(compiled(state, batches, key))
     times = []
