@@ -148,6 +148,8 @@ for run in "${STEP_RUNS[@]}"; do
     budget=$(left)
     if [ -z "$TORCH_REF" ]; then
       echo "{\"impl\": \"torch\", \"precision\": \"$precision\", \"skipped\": \"no reference script: pass --torch_ref PATH\"}" >>"$DEST/search_step.jsonl"
+    elif ! "$PY" -c 'import torch' 2>/dev/null; then
+      echo "{\"impl\": \"torch\", \"precision\": \"$precision\", \"skipped\": \"torch is not installed\"}" >>"$DEST/search_step.jsonl"
     elif [ "$budget" -ge 10 ]; then
       part "torch_${precision}" "$budget" bash -c \
         "\"$PY\" benchmarks/search_step.py --impl torch --device $DEVICE --precision $precision ${TORCH_ARGS[*]} ${SIZES[*]} | grep '^{' >>\"$DEST/search_step.jsonl\""

@@ -78,7 +78,8 @@ def darts_search_blocks(
       # auto = the XLA:CPU fast path on CPU, lax/cuDNN convolutions on GPU/TPU
       conv_impl='auto',
       # float32 | bfloat16: activations and convolutions (weights, α, batch-norm
-      # statistics, optimizer states and losses stay float32)
+      # statistics, optimizer states and losses stay float32); a bfloat16 finite-difference
+      # search wants fd_epsilon=0.1 (docs/performance.md, "On a GPU")
       precision='float32',
     )
   )
