@@ -2,6 +2,7 @@
 
   python benchmarks/search_step.py --batch 64 --layers 8 --channels 16 --iters 3
   python benchmarks/search_step.py --batch 16 --layers 5 --channels 16 --iters 5
+  python benchmarks/search_step.py --precision bfloat16 --device cuda   # on a GPU
 
 Prints one JSON line per measured configuration with keys impl (jax|torch),
 order (1|2), method, space (`--space`: darts | pcdarts | darts_minus | pdarts, with k or
@@ -14,11 +15,16 @@ buffers for one step, from `memory_analysis()`: the step's own footprint,
 where peak_rss_mb also holds the compiler and the tracer) and gradient_loop
 (`--gradient_loop off` writes the second-order steps' gradients out
 instead of sending them through one loop body) and exact_mode (`--exact_mode`,
-how the exact and implicit rows take their second derivatives). JAX runs
+how the exact and implicit rows take their second derivatives), precision
+(`--precision`: float32 | bfloat16, the supernet's net.precision; the
+reference runs its forward passes under torch.autocast(bfloat16) then),
+backend and device_kind (where JAX ran) and, off the CPU, peak_device_mb
+(the device's peak memory in use). JAX runs
 first order, second order exact and second order finite difference (and
 `implicit` or `implicit_cg`, on request with `--methods`); the PyTorch reference
-(../shared/bench/torch_darts_ref.py, needs `pip install torch==2.13.0`) runs
-orders 1 and 2 with the same settings in the same invocation. Each
+(`--torch_ref`, default ../shared/bench/torch_darts_ref.py, needs
+`pip install torch==2.13.0`) runs orders 1 and 2 with the same settings in the
+same invocation, on `--device` (cpu | cuda). Each
 configuration runs in its own process so peak RSS is its own. Batches are
 synthetic CIFAR-shaped arrays generated up front, as the reference does.
 """
@@ -50,9 +56,11 @@ def _jax_config(args):
   c.data.batch_size = args.batch
   c.net.layers = args.layers
   c.net.channels = args.channels
+  c.net.nodes = c.net.multiplier = args.nodes
   c.space = args.space
   c.pcdarts.k = args.k
   c.net.remat = args.remat == 'on'
+  c.net.precision = args.precision
   if args.space == 'pdarts':
     c.pdarts.drop_rate = 0.1
     if args.ops_per_edge < 8:  # a later stage: the first N primitives on every edge
@@ -88,6 +96,7 @@ def run_jax(args, method: str, order: int) -> dict:
       program, {darts.WEIGHTS: weights, darts.ALPHAS: alphas}, {'batch_stats': stats}
     )
   params_m = sum(x.size for x in jax.tree_util.tree_leaves(weights)) / 1e6
+  device = jax.devices()[0]
   rng = np.random.default_rng(0)
   pool = [
     {
@@ -126,9 +135,13 @@ def run_jax(args, method: str, order: int) -> dict:
     **({'k': args.k} if args.space == 'pcdarts' else {}),
     **({'ops_per_edge': args.ops_per_edge} if args.space == 'pdarts' else {}),
     **({'remat': 'off'} if args.remat == 'off' else {}),
+    'precision': args.precision,
+    'backend': jax.default_backend(),
+    'device_kind': device.device_kind,
     'batch': args.batch,
     'layers': args.layers,
     'channels': args.channels,
+    **({'nodes': args.nodes} if args.nodes != 4 else {}),
     'compile_s': round(phases.wall_s, 3),
     'trace_s': round(phases.trace_s, 3),
     'lower_s': round(phases.lower_s, 3),
@@ -138,18 +151,27 @@ def run_jax(args, method: str, order: int) -> dict:
     'max_s': round(max(times), 4),
     'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     'xla_temp_mb': round(xla_temp_mb, 1),
+    **_device_peak(device),
     'params_m': round(params_m, 6),
     'malloc': host_memory.allocator(),
   }
 
 
+def _device_peak(device) -> dict:
+  """{'peak_device_mb'} off the CPU (the allocator's peak bytes in use), else nothing."""
+  stats = device.memory_stats() if device.platform != 'cpu' else None
+  if not stats or 'peak_bytes_in_use' not in stats:
+    return {}
+  return {'peak_device_mb': round(stats['peak_bytes_in_use'] / 2**20, 1)}
+
+
 def run_torch(args, order: int) -> dict | None:
-  if not os.path.exists(TORCH_REF):
-    print(f'# reference not found at {TORCH_REF}', file=sys.stderr)
+  if not os.path.exists(args.torch_ref):
+    print(f'# reference not found at {args.torch_ref}', file=sys.stderr)
     return None
   cmd = [
     sys.executable,
-    TORCH_REF,
+    args.torch_ref,
     '--order',
     str(order),
     '--batch',
@@ -162,6 +184,9 @@ def run_torch(args, order: int) -> dict | None:
     str(args.iters),
     '--warmup',
     str(args.warmup),
+    '--device',
+    args.device,
+    *(['--bf16'] if args.precision == 'bfloat16' else []),
   ]
   proc = subprocess.run(cmd, capture_output=True, text=True)
   if proc.returncode:
@@ -177,6 +202,7 @@ def run_torch(args, order: int) -> dict | None:
     {
       'impl': 'torch',
       'method': 'finite_difference' if order == 2 else 'first_order',
+      'precision': args.precision,
       'channels': args.channels,
       'compile_s': 0.0,
       # the reference inherits this process's environment, LD_PRELOAD too
@@ -191,6 +217,7 @@ def main(argv=None):
   ap.add_argument('--batch', type=int, default=64)
   ap.add_argument('--layers', type=int, default=8)
   ap.add_argument('--channels', type=int, default=16)
+  ap.add_argument('--nodes', type=int, default=4, help='JAX only (the reference has 4): smoke runs')
   ap.add_argument('--iters', type=int, default=3)
   ap.add_argument('--warmup', type=int, default=1)
   ap.add_argument('--seed', type=int, default=0)
@@ -205,6 +232,19 @@ def main(argv=None):
   )
   ap.add_argument('--ops_per_edge', type=int, default=8, help='P-DARTS: ops on per edge (8, 5, 3)')
   ap.add_argument('--impl', choices=('both', 'jax', 'torch'), default='both')
+  ap.add_argument(
+    '--precision',
+    choices=('float32', 'bfloat16'),
+    default='float32',
+    help="The supernet's net.precision; the reference gets --bf16 (autocast) at bfloat16.",
+  )
+  ap.add_argument(
+    '--device',
+    choices=('cpu', 'cuda'),
+    default='cpu',
+    help="The reference's device (JAX runs on its default backend; JAX_PLATFORMS picks it).",
+  )
+  ap.add_argument('--torch_ref', default=TORCH_REF, help='Path of the PyTorch reference script.')
   ap.add_argument(
     '--methods',
     default=','.join(m for m, _ in JAX_METHODS),
@@ -272,6 +312,7 @@ def main(argv=None):
       json.dumps(
         {
           'impl': 'ratio',
+          'precision': args.precision,
           'batch': args.batch,
           'layers': args.layers,
           'channels': args.channels,

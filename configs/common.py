@@ -77,6 +77,10 @@ def darts_search_blocks(
       remat=True,
       # auto = the XLA:CPU fast path on CPU, lax/cuDNN convolutions on GPU/TPU
       conv_impl='auto',
+      # float32 | bfloat16: activations and convolutions (weights, α, batch-norm
+      # statistics, optimizer states and losses stay float32); a bfloat16 finite-difference
+      # search wants fd_epsilon=0.1 (docs/performance.md, "On a GPU")
+      precision='float32',
     )
   )
   c.weights_optim = ml_collections.ConfigDict(
@@ -239,6 +243,7 @@ def evaluation_blocks(
       drop_path_prob=0.0,
       # auto = the XLA:CPU fast path on CPU, lax/cuDNN convolutions on GPU/TPU
       conv_impl='auto',
+      precision='float32',  # float32 | bfloat16, as in the search's net block
     )
   )  # ramped: prob · epoch / num_epochs
   c.optim = ml_collections.ConfigDict(

@@ -95,6 +95,11 @@ FIELDS: dict[str, Field] = {
   'net.conv_impl': Field(
     'auto | cpu_fast | xla', 'convolutions: the XLA:CPU fast path, lax (cuDNN), or by backend'
   ),
+  'net.precision': Field(
+    'float32 | bfloat16',
+    'activations and convolutions in this type; parameters, optimizer states, alphas, BN '
+    'statistics and losses stay float32',
+  ),
   'net.remat': Field(
     'True | False', 'recompute cell activations in the backward pass (less memory)'
   ),

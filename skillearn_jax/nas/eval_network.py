@@ -11,7 +11,9 @@ mutable=['batch_stats'])` and return `(logits, aux_logits or None)`; aux logits 
 training, as in the official code, but the auxiliary head's parameters are created at init
 whatever `train` is, so one init serves both modes. Every module takes `conv_impl`
 (`conv.CONV_IMPLS`); the networks resolve 'auto' when built and hand the concrete
-implementation to every convolution (it changes the program, never the variables).
+implementation to every convolution (it changes the program, never the variables). Their
+`precision` (`ops.PRECISIONS`) casts the image on entry: at 'bfloat16' every op follows in
+bfloat16, while the parameters, batch-norm statistics and the logits stay float32.
 """
 
 from __future__ import annotations
@@ -137,10 +139,10 @@ class AuxiliaryHead(nn.Module):
     impl = conv.resolve(self.conv_impl)
     x = nn.avg_pool(nn.relu(x), (5, 5), strides=(self.pool_stride, self.pool_stride))
     x = ops.conv(128, 1, name="conv_128", conv_impl=impl)(x)
-    x = nn.relu(ops.batch_norm(True, train, name="bn_128")(x))
+    x = nn.relu(ops.batch_norm(True, train, name="bn_128", dtype=ops.low_precision(x))(x))
     x = ops.conv(768, 2, name="conv_768", conv_impl=impl)(x)
     if self.bn_after_768:
-      x = ops.batch_norm(True, train, name="bn_768")(x)
+      x = ops.batch_norm(True, train, name="bn_768", dtype=ops.low_precision(x))(x)
     x = nn.relu(x).reshape(x.shape[0], -1)
     return nn.Dense(self.num_classes, kernel_init=ops.TORCH_DEFAULT_INIT, name="classifier")(x)
 
@@ -151,7 +153,7 @@ def _classify(
   """Global average pool + linear; the auxiliary head runs in training (and at init, so its
   parameters exist whatever mode the network was initialised in)."""
   logits = nn.Dense(module.num_classes, kernel_init=ops.TORCH_DEFAULT_INIT, name="classifier")(
-    jnp.mean(features, axis=(1, 2))
+    jnp.mean(features.astype(jnp.float32) if ops.low_precision(features) else features, (1, 2))
   )
   aux_logits = None
   if module.auxiliary and (train or module.is_initializing()):
@@ -163,6 +165,13 @@ def _resolve_conv_impl(module: nn.Module) -> None:
   # at construction, before Flax freezes the fields: the module, and any jit keyed on it,
   # then carries the concrete implementation, not 'auto'
   object.__setattr__(module, "conv_impl", conv.resolve(module.conv_impl))
+  if module.precision not in ops.PRECISIONS:
+    raise ValueError(f"precision must be one of {ops.PRECISIONS}, got {module.precision!r}")
+
+
+def _at_precision(module: nn.Module, x):
+  """The image `x` in the network's precision (float32 images pass as they are)."""
+  return x if module.precision == "float32" else x.astype(module.precision)
 
 
 def _check_fields(module: nn.Module) -> None:
@@ -183,6 +192,7 @@ class NetworkCIFAR(nn.Module):
   auxiliary: bool = True
   stem_multiplier: int = 3
   conv_impl: str = "auto"  # conv.CONV_IMPLS; 'auto' is resolved when the network is built
+  precision: str = "float32"  # ops.PRECISIONS: the activations' and convolutions' dtype
 
   def __post_init__(self):
     _resolve_conv_impl(self)
@@ -194,8 +204,8 @@ class NetworkCIFAR(nn.Module):
     impl = self.conv_impl
     s = ops.conv(
       self.stem_multiplier * self.channels, 3, padding=1, name="stem_conv", conv_impl=impl
-    )(x)
-    s = ops.batch_norm(True, train, name="stem_bn")(s)
+    )(_at_precision(self, x))
+    s = ops.batch_norm(True, train, name="stem_bn", dtype=ops.low_precision(s))(s)
     features, auxiliary_input = CellStack(
       self.genotype, self.layers, self.channels, False, impl, name="cells"
     )(s, s, train=train, drop_path_prob=drop_path_prob)
@@ -216,6 +226,7 @@ class NetworkImageNet(nn.Module):
   channels: int = 48
   auxiliary: bool = True
   conv_impl: str = "auto"  # conv.CONV_IMPLS; 'auto' is resolved when the network is built
+  precision: str = "float32"  # ops.PRECISIONS: the activations' and convolutions' dtype
 
   def __post_init__(self):
     _resolve_conv_impl(self)
@@ -225,12 +236,14 @@ class NetworkImageNet(nn.Module):
   def __call__(self, x, *, train: bool, drop_path_prob: Any = 0.0):
     _check_fields(self)
     c, impl = self.channels, self.conv_impl
+    x = _at_precision(self, x)
+    dtype = ops.low_precision(x)
     s0 = ops.conv(c // 2, 3, stride=2, padding=1, name="stem0_conv1", conv_impl=impl)(x)
-    s0 = nn.relu(ops.batch_norm(True, train, name="stem0_bn1")(s0))
+    s0 = nn.relu(ops.batch_norm(True, train, name="stem0_bn1", dtype=dtype)(s0))
     s0 = ops.conv(c, 3, stride=2, padding=1, name="stem0_conv2", conv_impl=impl)(s0)
-    s0 = ops.batch_norm(True, train, name="stem0_bn2")(s0)
+    s0 = ops.batch_norm(True, train, name="stem0_bn2", dtype=dtype)(s0)
     s1 = ops.conv(c, 3, stride=2, padding=1, name="stem1_conv", conv_impl=impl)(nn.relu(s0))
-    s1 = ops.batch_norm(True, train, name="stem1_bn")(s1)
+    s1 = ops.batch_norm(True, train, name="stem1_bn", dtype=dtype)(s1)
     features, auxiliary_input = CellStack(self.genotype, self.layers, c, True, impl, name="cells")(
       s0, s1, train=train, drop_path_prob=drop_path_prob
     )
@@ -252,10 +265,12 @@ def make_eval_network(
   channels: int | None = None,
   auxiliary: bool = True,
   conv_impl: str = "auto",
+  precision: str = "float32",
 ) -> nn.Module:
   """The 'cifar' or 'imagenet' evaluation network of `genotype` (a Genotype, built-in name
   or JSON path); unset sizes take the published defaults (NETWORK_DEFAULTS); its
-  convolutions run by `conv_impl` (conv.CONV_IMPLS, resolved here)."""
+  convolutions run by `conv_impl` (conv.CONV_IMPLS, resolved here) in `precision`
+  (ops.PRECISIONS)."""
   if network not in NETWORKS:
     raise ValueError(f"network must be one of {tuple(NETWORKS)}, got {network!r}")
   defaults = NETWORK_DEFAULTS[network]
@@ -266,6 +281,7 @@ def make_eval_network(
     channels=defaults["channels"] if channels is None else channels,
     auxiliary=auxiliary,
     conv_impl=conv.resolve(conv_impl),
+    precision=precision,
   )
 
 

@@ -11,6 +11,9 @@ normalises with batch statistics and updates its running statistics in the ``bat
 collection, in evaluation mode it uses the running statistics. Every module that convolves takes
 ``conv_impl`` (``conv.CONV_IMPLS``, default 'auto': ``conv.resolve`` picks the XLA:CPU fast path
 on CPU, plain ``lax`` convolutions on GPU/TPU); it changes the program, never the variables.
+Precision follows the activations: a network that casts its input to bfloat16 (``PRECISIONS``)
+runs every op in bfloat16, its kernels cast at use from float32 parameters, its batch norms
+reducing in float32 into float32 running statistics; float32 inputs run exactly as before.
 """
 
 from __future__ import annotations
@@ -39,12 +42,32 @@ TORCH_DEFAULT_INIT = nn.initializers.variance_scaling(
   1.0 / 3.0, 'fan_in', 'uniform', dtype=jnp.float32
 )
 
+# The networks' `precision`: the dtype of activations and convolutions; parameters, batch
+# statistics, optimizer states and losses stay float32 whatever it is.
+PRECISIONS = ('float32', 'bfloat16')
+LOW_PRECISION = (jnp.bfloat16, jnp.float16)
+
+
+def low_precision(x):
+  """``x``'s dtype when it is a low-precision float (bfloat16, float16), else None: the dtype
+  a module casts its float32 parameters to (None: leave them, the float32 program as before)."""
+  return x.dtype if x.dtype in LOW_PRECISION else None
+
+
+def at_precision(param, x):
+  """``param`` (float32) cast to ``x``'s low-precision dtype, or unchanged."""
+  dtype = low_precision(x)
+  return param if dtype is None else param.astype(dtype)
+
+
 BN_MOMENTUM = 0.9  # Flax keeps `momentum` of the old value: PyTorch momentum 0.1.
 BN_EPSILON = 1e-5
 
 
-def batch_norm(affine: bool, train: bool, name: str | None = None) -> nn.BatchNorm:
-  """Batch norm with PyTorch's defaults; scale and bias only when ``affine``."""
+def batch_norm(affine: bool, train: bool, name: str | None = None, dtype=None) -> nn.BatchNorm:
+  """Batch norm with PyTorch's defaults; scale and bias only when ``affine``. ``dtype`` (from
+  ``low_precision`` of its input) is its output's: Flax reduces in float32 and keeps the
+  statistics and the scale and bias float32; None keeps the float32 module as before."""
   return nn.BatchNorm(
     use_running_average=not train,
     momentum=BN_MOMENTUM,
@@ -52,6 +75,7 @@ def batch_norm(affine: bool, train: bool, name: str | None = None) -> nn.BatchNo
     use_scale=affine,
     use_bias=affine,
     name=name,
+    **({} if dtype is None else {'dtype': dtype}),
   )
 
 
@@ -75,7 +99,13 @@ class Conv(nn.Module):
       'kernel', TORCH_DEFAULT_INIT, (k, k, x.shape[-1] // self.groups, self.features)
     )
     return conv_lib.convolve(
-      x, kernel, self.stride, self.padding, self.dilation, self.groups, impl=self.conv_impl
+      x,
+      at_precision(kernel, x),
+      self.stride,
+      self.padding,
+      self.dilation,
+      self.groups,
+      impl=self.conv_impl,
     )
 
 
@@ -112,7 +142,7 @@ class DepthwiseConv(nn.Module):
     kernel = self.param(
       'kernel', TORCH_DEFAULT_INIT, (self.kernel_size, self.kernel_size, 1, x.shape[-1])
     )
-    return depthwise_conv(x, kernel, self.stride, self.dilation, self.conv_impl)
+    return depthwise_conv(x, at_precision(kernel, x), self.stride, self.dilation, self.conv_impl)
 
 
 class Zero(nn.Module):
@@ -183,7 +213,7 @@ class ReLUConvBN(nn.Module):
       name='conv',
       conv_impl=self.conv_impl,
     )(nn.relu(x))
-    return batch_norm(self.affine, train, name='bn')(x)
+    return batch_norm(self.affine, train, name='bn', dtype=low_precision(x))(x)
 
 
 class DilConv(nn.Module):
@@ -208,7 +238,7 @@ class DilConv(nn.Module):
       self.kernel_size, self.stride, self.dilation, self.conv_impl, name='depthwise'
     )(nn.relu(x))
     x = conv(self.channels, 1, name='pointwise', conv_impl=self.conv_impl)(x)
-    return batch_norm(self.affine, train, name='bn')(x)
+    return batch_norm(self.affine, train, name='bn', dtype=low_precision(x))(x)
 
 
 class SepConv(nn.Module):
@@ -249,7 +279,7 @@ class FactorizedReduce(nn.Module):
       ],
       axis=-1,
     )
-    return batch_norm(self.affine, train, name='bn')(y)
+    return batch_norm(self.affine, train, name='bn', dtype=low_precision(y))(y)
 
 
 def make_op(

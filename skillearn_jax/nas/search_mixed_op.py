@@ -78,11 +78,13 @@ _gated.defvjp(_gated_forward, _gated_backward)
 
 def _mix(outputs, weights, *, indices, zeros_shape):
   """``sum_o weights[o] * outputs[o]`` over the non-zero ops (``indices``: their positions
-  in ``weights``), from exact zeros, in primitive order."""
+  in ``weights``), from exact zeros, in primitive order. Bfloat16 outputs are weighed by the
+  float32 weights in float32 (one fused elementwise loop) and the sum cast back, so the
+  weights' gradient is reduced in float32."""
   total = jnp.zeros(zeros_shape, outputs[0].dtype)
   for o, y in zip(indices, outputs):
     total = total + weights[o] * y
-  return total
+  return total.astype(outputs[0].dtype)
 
 
 def _pool_3x3(x, stride: int, pad_value: float, combine):
@@ -129,7 +131,8 @@ def pools(x, stride: int, names: Sequence[str]):
     else:
       total = _pool_3x3(x, stride, 0.0, jnp.add)
       out_h, out_w = total.shape[1:3]
-      results.append(total / _valid_counts(x.shape[1:3], stride, out_h, out_w))
+      counts = _valid_counts(x.shape[1:3], stride, out_h, out_w)
+      results.append(total / counts.astype(total.dtype))
   return jnp.stack(results)
 
 
@@ -164,8 +167,9 @@ class MixedOp(nn.Module):
       scope = scope.push(name, reuse=True)
     return scope
 
-  def _kernel(self, path: str, shape):
-    return self._scope(path).param('kernel', ops.TORCH_DEFAULT_INIT, shape)
+  def _kernel(self, path: str, shape, x):
+    """The float32 kernel at ``path``, cast to ``x``'s precision (``ops.at_precision``)."""
+    return ops.at_precision(self._scope(path).param('kernel', ops.TORCH_DEFAULT_INIT, shape), x)
 
   def _batch_norm(self, x, paths: Sequence[str], train: bool):
     """Affine-free batch norm of each op slice of (O, B, H, W, C), with the running
@@ -179,8 +183,10 @@ class MixedOp(nn.Module):
       for p in paths
     ]
     if train:
-      mean = jnp.mean(x, axis=(1, 2, 3))
-      var = jnp.maximum(0.0, jnp.mean(x * x, axis=(1, 2, 3)) - mean * mean)
+      # reduced in float32 whatever the activations' precision (a no-op at float32)
+      xs = x.astype(jnp.float32) if ops.low_precision(x) else x
+      mean = jnp.mean(xs, axis=(1, 2, 3))
+      var = jnp.maximum(0.0, jnp.mean(xs * xs, axis=(1, 2, 3)) - mean * mean)
       if not self.is_initializing():
         m = ops.BN_MOMENTUM
         for o, (ra_mean, ra_var) in enumerate(stats):
@@ -190,7 +196,7 @@ class MixedOp(nn.Module):
       mean = jnp.stack([s[0].value for s in stats])
       var = jnp.stack([s[1].value for s in stats])
     mean, var = mean[:, None, None, None], var[:, None, None, None]
-    return (x - mean) * lax.rsqrt(var + ops.BN_EPSILON)
+    return ((x - mean) * lax.rsqrt(var + ops.BN_EPSILON)).astype(x.dtype)
 
   @nn.compact
   def __call__(self, x, weights, train: bool, grad_gates=None, skip_drop=None):
@@ -233,11 +239,11 @@ class MixedOp(nn.Module):
     if convs:
       first = [f'{p}/block1' if p.startswith('sep') else p for p in convs]
       kernels = [
-        (self._kernel(f'{path}/depthwise', (k, k, 1, c)), d)
+        (self._kernel(f'{path}/depthwise', (k, k, 1, c), x), d)
         for path, (k, d) in zip(first, map(_kernel_geometry, convs))
       ]
       y = depthwise(nn.relu(x), kernels, s)
-      y = pointwise(y, [self._kernel(f'{p}/pointwise', (1, 1, c, c)) for p in first])
+      y = pointwise(y, [self._kernel(f'{p}/pointwise', (1, 1, c, c), x) for p in first])
       y = self._batch_norm(y, [f'{p}/bn' for p in first], train)
       # CONV_PRIMITIVES lists the sep convs first, so they are a leading slice
       seps = [p for p in convs if p.startswith('sep')]
@@ -245,11 +251,11 @@ class MixedOp(nn.Module):
       if seps:
         second = [f'{p}/block2' for p in seps]
         kernels = [
-          (self._kernel(f'{path}/depthwise', (k, k, 1, c)), 1)
+          (self._kernel(f'{path}/depthwise', (k, k, 1, c), x), 1)
           for path, (k, _) in zip(second, map(_kernel_geometry, seps))
         ]
         z = depthwise(nn.relu(y[: len(seps)]), kernels, 1)
-        z = pointwise(z, [self._kernel(f'{p}/pointwise', (1, 1, c, c)) for p in second])
+        z = pointwise(z, [self._kernel(f'{p}/pointwise', (1, 1, c, c), x) for p in second])
         z = self._batch_norm(z, [f'{p}/bn' for p in second], train)
         outputs.update({p: z[i] for i, p in enumerate(seps)})
     present = [i for i, name in enumerate(self.primitives) if name in outputs]

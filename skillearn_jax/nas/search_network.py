@@ -11,6 +11,10 @@ cell: its stride-2 input edges, then its stride-1 node-to-node edges), and once 
 cells of equal shapes (the scan is one jitted function per configuration, whose trace JAX
 caches), which keeps the program small enough to compile a second-order DARTS step in seconds
 rather than minutes.
+
+``precision`` (``ops.PRECISIONS``) is the dtype of the activations and convolutions: at
+'bfloat16' the image is cast on entry, kernels at use, and the mixing weights (the softmax of
+float32 α), PC-DARTS' edge weights, batch-norm statistics and the logits stay float32.
 """
 
 from __future__ import annotations
@@ -134,15 +138,15 @@ class _EdgeStep(nn.Module):
       if self.stride == 2:
         bypass = max_pool_2x2(bypass)
       y = channel_shuffle(jnp.concatenate([y, bypass], axis=-1), k)
-    if 'scale' in extras:
-      y = extras['scale'] * y
+    if 'scale' in extras:  # float32 edge weight: its gradient is reduced in float32
+      y = (extras['scale'] * y).astype(x.dtype)
     if self.auxiliary_skip:
       aux = x
       if self.stride == 2:
         aux = ops.FactorizedReduce(self.channels, False, self.conv_impl, name='auxiliary_skip')(
           x, train=self.train
         )
-      y = y + variant['aux_scale'] * aux
+      y = (y + variant['aux_scale'] * aux).astype(x.dtype)
     updated = lax.dynamic_index_in_dim(buffer, target, keepdims=False) + y
     return lax.dynamic_update_index_in_dim(buffer, updated, target, 0), None
 
@@ -155,7 +159,9 @@ def max_pool_2x2(x):
       f'partial channels: a stride-2 edge pools its bypass 2x2, which needs an even image '
       f'side; got {x.shape[1]}x{x.shape[2]}'
     )
-  return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
+  return lax.reduce_window(
+    x, jnp.asarray(-jnp.inf, x.dtype), lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID'
+  )
 
 
 def channel_shuffle(x, groups: int):
@@ -369,6 +375,7 @@ class SearchNetwork(nn.Module):
   edge_normalization: bool = False
   auxiliary_skip: bool = False
   skip_dropout: bool = False
+  precision: str = 'float32'  # ops.PRECISIONS: the activations' and convolutions' dtype
 
   def __post_init__(self):
     object.__setattr__(self, 'conv_impl', conv.resolve(self.conv_impl))
@@ -381,6 +388,8 @@ class SearchNetwork(nn.Module):
     if self.multiplier > self.nodes:
       raise ValueError(f'multiplier must be <= nodes ({self.nodes}), got {self.multiplier}')
     validate_primitives(self.primitives)
+    if self.precision not in ops.PRECISIONS:
+      raise ValueError(f'precision must be one of {ops.PRECISIONS}, got {self.precision!r}')
     if self.partial_channels < 1 or self.channels % self.partial_channels:
       raise ValueError(
         f'partial_channels must divide channels ({self.channels}), got {self.partial_channels}'
@@ -420,6 +429,8 @@ class SearchNetwork(nn.Module):
     if missing:
       raise ValueError(f'this supernet needs the variant values {missing}')
     cell_variant = {k: variant[k] for k in needed if k != 'key'} or None
+    if self.precision != 'float32':
+      x = x.astype(self.precision)
     s = ops.conv(
       self.stem_multiplier * self.channels,
       3,
@@ -427,7 +438,7 @@ class SearchNetwork(nn.Module):
       name='stem_conv',
       conv_impl=self.conv_impl,
     )(x)
-    s0 = s1 = ops.batch_norm(True, train, name='stem_bn')(s)
+    s0 = s1 = ops.batch_norm(True, train, name='stem_bn', dtype=ops.low_precision(s))(s)
     c, reduction_prev = self.channels, False
     for i in range(self.layers):
       reduction = i in self.reduction_layers()
@@ -465,7 +476,8 @@ class SearchNetwork(nn.Module):
         ),
       )
       reduction_prev = reduction
-    features = jnp.mean(s1, axis=(1, 2))
+    # pooled in float32, so the classifier and the logits (and so the loss) are float32
+    features = jnp.mean(s1.astype(jnp.float32) if ops.low_precision(s1) else s1, axis=(1, 2))
     return nn.Dense(self.num_classes, kernel_init=ops.TORCH_DEFAULT_INIT, name='classifier')(
       features
     )

@@ -153,8 +153,9 @@ class SearchSpace:
     stem_multiplier: int = 3,
     remat: bool = True,
     conv_impl: str = 'auto',
+    precision: str = 'float32',
   ) -> search_network.SearchNetwork:
-    """The weight-sharing supernet over this space."""
+    """The weight-sharing supernet over this space, computing in `precision`."""
     return search_network.SearchNetwork(
       channels=channels,
       num_classes=num_classes,
@@ -170,6 +171,7 @@ class SearchSpace:
       edge_normalization=self.edge_normalization,
       auxiliary_skip=self.auxiliary_skip,
       skip_dropout=self.skip_dropout,
+      precision=precision,
     )
 
 

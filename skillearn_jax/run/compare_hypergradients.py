@@ -191,6 +191,23 @@ def explain(method: str, entry: dict, exact_entry: dict, diagnostics: dict | Non
   return notes
 
 
+def jitted_hypergradient(program, method: str, options: core.HypergradientOptions):
+  """(state, batches, key) -> each validation-stage set's hypergradient by `method`, jitted."""
+  return jax.jit(
+    lambda s, b, k: core.hypergradient(
+      program,
+      params=s.params,
+      opt_states=s.opt_states,
+      model_state=s.model_state,
+      step=s.step,
+      batches=b,
+      key=k,
+      method=method,
+      options=options,
+    )[0]
+  )
+
+
 def compare(
   setup,
   state: core.ProgramState,

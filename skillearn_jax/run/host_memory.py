@@ -15,6 +15,9 @@ that step) then land on a heap already trimmed: that run's peak at batch
 nothing where the C library is not glibc. `allocator` says which allocator
 serves the process (jemalloc when preloaded).
 
+Only a CPU run releases (`Releaser` asks `jax.default_backend()`): on a GPU
+the step's memory is the device's, and the host has room for its compiler.
+
 Capping glibc's arenas instead (`MALLOC_ARENA_MAX`) lowered the peaks too
 but made the finite-difference step 1.1-1.8x slower (2 or 1 arenas), so it
 is not done.
@@ -53,6 +56,13 @@ def allocator() -> str:
   return 'glibc' if _glibc() is not None else 'other'
 
 
+def _on_cpu() -> bool:
+  """Whether JAX runs on the CPU (imported late: this module is imported before JAX starts)."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  return jax.default_backend() == 'cpu'
+
+
 def release() -> bool:
   """Returns free heap pages to the OS; True if glibc released any."""
   libc = _glibc()
@@ -73,7 +83,8 @@ class Releaser:
       raise ValueError(f'Releaser interval_s: {interval_s!r} is not allowed; must be > 0 seconds')
     self._stopped = threading.Event()
     self._thread = None
-    if _glibc() is not None:
+    self._active = _glibc() is not None and _on_cpu()
+    if self._active:
       self._thread = threading.Thread(
         target=self._release_until_stopped,
         args=(interval_s,),
@@ -93,7 +104,8 @@ class Releaser:
     self._stopped.set()
     if self._thread is not None:
       self._thread.join()
-    release()
+    if self._active:
+      release()
 
   def __enter__(self) -> 'Releaser':
     return self

@@ -3,7 +3,9 @@
 This module owns a run in a workdir (`train_and_evaluate(config, workdir, experiment)`): it
 restores the last checkpoint when there is one (refusing one of another config:
 `resume_check`), jits the experiment's pure step data parallel over the local devices, feeds
-it the batches of each step, stops loudly on a non-finite metric, evaluates and describes the
+it the batches of each step (the next one sent to the devices while a step runs), reads the
+metrics back only at log, checkpoint and epoch-end steps (a GPU never waits on the host in
+between), stops loudly on a non-finite metric, naming the first step that had one, evaluates and describes the
 state at epoch ends, logs metrics (metrics.jsonl, TensorBoard, progress lines), checkpoints,
 reports what the model init and the first step spent compiling (`compile_watch`), and writes
 summary.json (with the run's cost: wall seconds and devices) and the learning curves once, at
@@ -200,33 +202,45 @@ def train_and_evaluate(
       extra['stopped'] = stopped
     ckpt.save(step, state, extra)
 
+  def next_batch(step):
+    return sharding.shard_batch(exp.batches_at(step), mesh) if step < last_step else None
+
   compiles.first_step(steps_to_run=start_step < last_step)
   try:
-    batch = exp.batches_at(start_step) if start_step < last_step else None
+    batch = next_batch(start_step)
+    pending = []  # (step, metrics still on the devices) since the last read
+    t0 = time.perf_counter()
     for step in range(start_step, last_step):
-      t0 = time.perf_counter()
-      new_state, metrics = step_fn(
-        state, sharding.shard_batch(batch, mesh), jax.random.fold_in(step_key, step)
-      )
-      # Prepare the next batch on the host while the device works.
-      batch = exp.batches_at(step + 1) if step + 1 < last_step else None
-      metrics = writers.scalar_metrics(metrics)
-      check_finite(step + 1, metrics, _kept(ckpt))  # counted as the progress lines count
-      state = new_state
-      seconds = time.perf_counter() - t0
-      if step == start_step:
-        compiles.first_step_done()
+      state, device_metrics = step_fn(state, batch, jax.random.fold_in(step_key, step))
+      # The next batch is made on the host and sent while the devices run this step.
+      batch = next_batch(step + 1)
+      pending.append((step, device_metrics))
       done = step + 1
       epoch, position = divmod(step, steps_per_epoch)
       epoch_end = position + 1 == steps_per_epoch
+      log_now = done % config.log_every_steps == 0 or epoch_end or done == last_step
+      save_now = done % config.checkpoint_every_steps == 0 or epoch_end
+      if not (log_now or save_now or step == start_step):
+        continue
+      # One read of every pending step's metrics, checked in step order before any save.
+      for (pending_step, _), values in zip(pending, jax.device_get([m for _, m in pending])):
+        metrics = writers.scalar_metrics(values)
+        check_finite(pending_step + 1, metrics, _kept(ckpt))  # counted as progress lines count
+        for name in exp.epoch_means:
+          epoch_sums[name] += (
+            metrics[name] if name in metrics else exp.step_metrics(pending_step)[name]
+          )
+      # the mean step time since the last read (the first step's alone: its compile)
+      seconds = (time.perf_counter() - t0) / len(pending)
+      pending = []
+      if step == start_step:
+        compiles.first_step_done()
       metrics['epoch'] = done / steps_per_epoch
       metrics['step_seconds'] = seconds
       if exp.batch_size:
         metrics['examples_per_second'] = exp.batch_size / seconds
       if exp.step_metrics:
         metrics.update(exp.step_metrics(step))
-      for name in exp.epoch_means:
-        epoch_sums[name] += metrics[name]
       if epoch_end or done == last_step:
         if (epoch + 1) % eval_every == 0 or done == last_step:
           metrics.update(_held_out(exp, eval_fn, state, mesh))
@@ -248,11 +262,12 @@ def train_and_evaluate(
         if reason:
           stopped = {'reason': reason, 'epoch': epoch + 1, 'step': done}
       last_metrics = metrics
-      if done % config.log_every_steps == 0 or epoch_end or done == last_step:
+      if log_now:
         writer.write(done, metrics)
         progress.update(done, metrics, seconds)
-      if done % config.checkpoint_every_steps == 0 or epoch_end:
+      if save_now:
         save(done)
+      t0 = time.perf_counter()  # evaluations, logs and saves are no step's time
       if stopped:
         print(f'stopping early at epoch {epoch + 1} (step {done}): {reason}', flush=True)
         last_step = done

@@ -9,7 +9,8 @@ config with the new one before the runner overwrites it, and names every
 field that differs. Fields that only say how far to go, how often to write,
 where to find the data and the compile cache, how exact hypergradients
 are computed or which convolution implementation runs (the same numbers
-either way) may change.
+either way) may change; `net.precision` may not (bfloat16 changes the
+numbers, so a run resumed in another precision is no one config's run).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ DEFAULTS_BEFORE = {
   'alphas_optim.clip': 0.0,
   'darts_plus.enabled': False,
   'il.coupling': 'sum',
+  'net.precision': 'float32',
 }
 # Blocks older workdirs lack whole: knobs of a variant the run did not use (space 'darts',
 # darts_plus off, both checked above).

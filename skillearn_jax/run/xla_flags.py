@@ -1,9 +1,13 @@
 """XLA:CPU flags this library runs with by default.
 
 This module owns `CPU_DEFAULTS` and `apply_defaults`, which adds each default
-to the `XLA_FLAGS` environment variable unless the user already set that flag.
+to the `XLA_FLAGS` environment variable unless the user already set that flag,
+and only when JAX is going to run on the CPU (`expected_platform`): they were
+tuned for XLA:CPU and a GPU run leaves `XLA_FLAGS` as the user set it.
 XLA reads the variable when JAX first starts a backend, so call it before the
-first JAX computation (the CLI, the benchmarks and the tests do).
+first JAX computation (the CLI, the benchmarks and the tests do); for the same
+reason the platform is read from the environment, not `jax.default_backend()`,
+which would start the backend.
 
 Measured on the DARTS supernet (batch 16, 5 cells, C = 16, this 2-core CPU):
 - YNNPACK fusions off: a forward + backward pass takes 5.9 s instead of 7.1 s
@@ -23,7 +27,11 @@ Measured on the DARTS supernet (batch 16, 5 cells, C = 16, this 2-core CPU):
 
 from __future__ import annotations
 
+import glob
+import importlib.metadata
+import importlib.util
 import os
+import pkgutil
 
 CPU_DEFAULTS = (
   '--xla_cpu_experimental_ynn_fusion_type=',
@@ -32,9 +40,48 @@ CPU_DEFAULTS = (
 )
 
 
-def apply_defaults(environ=os.environ) -> str:
-  """Adds the missing `CPU_DEFAULTS` to `environ['XLA_FLAGS']`; returns it."""
+# An accelerator plugin of JAX (by a word of its module or entry-point name) and the device
+# files whose presence says its hardware is there.
+ACCELERATOR_DEVICES = {
+  'cuda': '/dev/nvidia[0-9]*',
+  'rocm': '/dev/kfd',
+  'tpu': '/dev/accel[0-9]*',
+}
+
+
+def _jax_plugins() -> list[str]:
+  """Names of the installed JAX plugins (the `jax_plugins` namespace package and entry-point
+  group JAX discovers them by), found without importing JAX."""
+  names = [e.name for e in importlib.metadata.entry_points(group='jax_plugins')]
+  spec = importlib.util.find_spec('jax_plugins')
+  if spec is not None and spec.submodule_search_locations:
+    names += [m.name for m in pkgutil.iter_modules(spec.submodule_search_locations)]
+  if importlib.util.find_spec('libtpu') is not None:
+    names.append('tpu')
+  return names
+
+
+def expected_platform(environ=os.environ) -> str:
+  """'cpu' or the accelerator ('cuda', 'rocm', 'tpu') JAX will run on: the first entry of
+  `JAX_PLATFORMS` when set (JAX's own choice), else an installed accelerator plugin whose
+  device files exist, else 'cpu'."""
+  platforms = environ.get('JAX_PLATFORMS', '').strip()
+  if platforms:
+    first = platforms.split(',')[0].strip().lower()
+    return 'cuda' if first == 'gpu' else first
+  for name in _jax_plugins():
+    for accelerator, devices in ACCELERATOR_DEVICES.items():
+      if accelerator in name.lower() and glob.glob(devices):
+        return accelerator
+  return 'cpu'
+
+
+def apply_defaults(environ=os.environ, platform: str | None = None) -> str:
+  """Adds the missing `CPU_DEFAULTS` to `environ['XLA_FLAGS']` when JAX will run on the CPU
+  (`platform`, default `expected_platform(environ)`); returns the flags."""
   flags = environ.get('XLA_FLAGS', '')
+  if (platform or expected_platform(environ)) != 'cpu':
+    return flags
   for flag in CPU_DEFAULTS:
     name = flag.split('=', 1)[0]
     if name not in flags:

@@ -172,6 +172,8 @@ def check_config(config) -> None:
     raise config_check.ConfigError(f'config.genotype: {error}') from None
   config_check.one_of(config, 'net.network', tuple(eval_network.NETWORKS))
   config_check.one_of(config, 'net.conv_impl', conv.CONV_IMPLS)
+  if 'precision' in config.net:
+    config_check.one_of(config, 'net.precision', ops.PRECISIONS)
   config_check.one_of(config, 'optim.schedule', SCHEDULES)
   for field in (
     'data.batch_size',
@@ -226,6 +228,7 @@ def build(config) -> base.Experiment:
     channels=config.net.channels,
     auxiliary=config.net.auxiliary_weight > 0,
     conv_impl=config.net.conv_impl,
+    precision=config.net.get('precision', 'float32'),
   )
   jitter = augment_lib.DARTS_IMAGENET_COLOR_JITTER if d.color_jitter else None
   train_stream = stream_lib.BatchStream(

@@ -31,6 +31,7 @@ from skillearn_jax.data import stream as stream_lib
 from skillearn_jax.nas import cell_plot
 from skillearn_jax.nas import conv
 from skillearn_jax.nas import genotypes
+from skillearn_jax.nas import ops
 from skillearn_jax.nas import space as space_lib
 from skillearn_jax.skills import base
 from skillearn_jax.skills import recipes
@@ -66,6 +67,7 @@ def make_supernet(config, num_classes: int):
     stem_multiplier=net.stem_multiplier,
     remat=bool(net.get('remat', True)),
     conv_impl=net.get('conv_impl', 'auto'),
+    precision=net.get('precision', 'float32'),
   )
 
 
@@ -321,6 +323,8 @@ def check_config(config) -> None:
   for field in ('channels', 'layers', 'nodes', 'multiplier', 'stem_multiplier'):
     config_check.positive(config, f'net.{field}')
   config_check.one_of(config, 'net.conv_impl', conv.CONV_IMPLS)
+  if 'precision' in config.net:
+    config_check.one_of(config, 'net.precision', ops.PRECISIONS)
   check_optimizers(config)
   if config.net.multiplier > config.net.nodes:
     raise config_check.ConfigError(

@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import darts as darts_config
 from skillearn_jax.nas import conv, ops
 from skillearn_jax.nas.eval_network import make_eval_network
 from skillearn_jax.nas.search_network import SearchNetwork, init_alphas
+from skillearn_jax.skills import nas_search
 
 IMPLS = ('cpu_fast', 'xla')
 TINY = dict(channels=4, layers=3, nodes=2, multiplier=2)  # cells: normal, reduce, reduce
@@ -79,15 +81,16 @@ def test_depthwise_conv_impls_agree_to_second_order(case):
 
 def test_resolve_auto_and_refuse_unknown_names(monkeypatch):
   assert conv.CONV_IMPLS == ('auto', 'cpu_fast', 'xla')
-  assert jax.default_backend() == 'cpu'
-  assert conv.resolve('auto') == 'cpu_fast'
+  # here 'cpu_fast'; on the GPU of benchmarks/device_check.sh, 'xla' (cuDNN)
+  native = 'cpu_fast' if jax.default_backend() == 'cpu' else 'xla'
+  assert conv.resolve('auto') == native
   assert [conv.resolve(i) for i in IMPLS] == list(IMPLS)
   for bad in ('cudnn', 'AUTO', None):
     with pytest.raises(ValueError, match=r"'auto', 'cpu_fast', 'xla'"):
       conv.resolve(bad)
   # the networks resolve 'auto' when built, so they carry the concrete name
-  assert SearchNetwork().conv_impl == 'cpu_fast'
-  assert make_eval_network('cifar', 'DARTS_V2', layers=3, channels=8).conv_impl == 'cpu_fast'
+  assert SearchNetwork().conv_impl == native
+  assert make_eval_network('cifar', 'DARTS_V2', layers=3, channels=8).conv_impl == native
   with pytest.raises(ValueError, match='conv_impl must be one of'):
     SearchNetwork(conv_impl='gpu')
   with pytest.raises(ValueError, match='conv_impl must be one of'):
@@ -96,6 +99,14 @@ def test_resolve_auto_and_refuse_unknown_names(monkeypatch):
   assert conv.resolve('auto') == 'xla'
   assert SearchNetwork().conv_impl == 'xla'
   assert make_eval_network('imagenet', 'DARTS_V2').conv_impl == 'xla'
+  # and a search config's supernet, built as a GPU run builds it, in either precision
+  for precision in ('float32', 'bfloat16'):
+    config = darts_config.get_config('quick')
+    config.net.precision = precision
+    net = nas_search.make_supernet(config, 10)
+    assert (net.conv_impl, net.precision) == ('xla', precision)
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'cpu')
+  assert nas_search.make_supernet(darts_config.get_config('quick'), 10).conv_impl == 'cpu_fast'
 
 
 def _conv_primitives(jaxpr_text: str) -> set:

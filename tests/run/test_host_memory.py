@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import jax
 import pytest
 
 from skillearn_jax.run import host_memory
@@ -159,3 +160,12 @@ def test_allocator_sees_a_preloaded_jemalloc():
   ).stdout.strip()
   assert run({'LD_PRELOAD': _JEMALLOC[0]}) == 'jemalloc'
   assert run({'LD_PRELOAD': ''}) == host_memory.allocator() == 'glibc'
+
+
+def test_releaser_does_nothing_off_the_cpu(monkeypatch):
+  calls = _count_releases(monkeypatch)
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  with host_memory.Releaser(interval_s=0.01):
+    time.sleep(0.05)
+    assert not _releaser_threads()
+  assert not calls

@@ -100,3 +100,16 @@ def test_an_il_workdir_from_before_il_coupling_resumes_under_the_sum():
   assert resume_check.differences(stored, current) == []
   current['il']['coupling'] = 'mean'
   assert resume_check.differences(stored, current) == ["il.coupling: 'sum' -> 'mean'"]
+
+
+def test_precision_may_not_change_on_resume_and_older_workdirs_resume_as_float32():
+  net = {'channels': 16, 'conv_impl': 'auto'}
+  bf16 = {'net': {**net, 'precision': 'bfloat16'}}
+  f32 = {'net': {**net, 'precision': 'float32'}}
+  assert resume_check.differences(f32, bf16) == [
+    "net.precision: 'float32' -> 'bfloat16'"  # bfloat16 changes the numbers
+  ]
+  assert resume_check.differences({'net': net}, f32) == []  # written before the field
+  assert resume_check.differences({'net': net}, bf16) == ["net.precision: 'float32' -> 'bfloat16'"]
+  # the convolution implementation may change (the same numbers either way)
+  assert resume_check.differences(f32, {'net': {**f32['net'], 'conv_impl': 'xla'}}) == []

@@ -96,3 +96,28 @@ def test_the_defaults_leave_the_supernets_gradients_unchanged(tmp_path):
   for mine, theirs in zip(ours, plain):
     scale = np.abs(theirs).max() + 1e-12
     assert np.abs(mine - theirs).max() / scale < 1e-4
+
+
+def test_a_run_off_the_cpu_gets_no_cpu_flags():
+  env = {'XLA_FLAGS': '--xla_dump_to=/tmp/x'}
+  assert xla_flags.apply_defaults(env, platform='cuda') == '--xla_dump_to=/tmp/x'
+  assert env['XLA_FLAGS'] == '--xla_dump_to=/tmp/x'
+  assert xla_flags.apply_defaults({'JAX_PLATFORMS': 'cuda'}) == ''
+
+
+def test_the_platform_is_read_before_jax_starts(monkeypatch):
+  expected = xla_flags.expected_platform
+  assert expected({'JAX_PLATFORMS': 'cpu'}) == 'cpu'
+  assert expected({'JAX_PLATFORMS': 'cuda,cpu'}) == 'cuda'
+  assert expected({'JAX_PLATFORMS': 'gpu'}) == 'cuda'
+  assert expected({}) == 'cpu'  # this machine: no accelerator plugin, no device
+  monkeypatch.setattr(xla_flags, '_jax_plugins', lambda: ['xla_cuda13'])
+  monkeypatch.setattr(xla_flags.glob, 'glob', lambda pattern: [])
+  assert expected({}) == 'cpu'  # a CUDA plugin without a GPU
+  monkeypatch.setattr(
+    xla_flags.glob, 'glob', lambda pattern: ['/dev/nvidia0'] * ('nvidia' in pattern)
+  )
+  assert expected({}) == 'cuda'
+  assert expected({'JAX_PLATFORMS': 'cpu'}) == 'cpu'  # the user's choice wins
+  env = {}
+  assert xla_flags.apply_defaults(env) == '' and 'XLA_FLAGS' not in env
