@@ -110,6 +110,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.data.dev_examples = 200
     c.student = student(hidden=(32,), lr=0.1)
     c.teach_student = student(hidden=(32,), lr=0.1)
-    c.l2t.update(dict(batch_size=16, horizon=200, tau=0.85, check_every=10, teacher_steps=8))
+    c.l2t.update(dict(batch_size=16, horizon=200, tau=0.85, check_every=10, teacher_steps=40))
+    c.l2t.teacher_lr = 0.01  # 40 steps only
     c.l2t.update(dict(student_iterations=200, chunk=50, seeds=3))
   return c

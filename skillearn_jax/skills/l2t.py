@@ -12,8 +12,9 @@ This module owns what a teacher and its students compute, as pure functions over
   pool_factor candidates; the kept ones, in pool order, fill the minibatch until it holds M;
   candidates after the M-th kept one are never looked at (not "considered"). A pool with fewer
   than M kept trains on what it kept (pool_factor = 1: the teacher thins each batch);
-- one student step (`student_step`) and a whole episode (`episode`): one `lax.scan` over
-  student steps, held-out accuracy checked every `check_every` steps inside a `lax.cond`;
+- one student step (`student_step`), blocks of `check_every` steps each a `lax.scan` ended by
+  the held-out check (`run_checks`), and a whole episode (`episode`): blocks until the
+  student reaches τ or T′ steps;
 - the terminal reward −log(i_τ / T′) (`reward`), and REINFORCE with a moving-average baseline
   (`reinforce_gradient`, `baseline_update`): the teacher's gradient is the score function
   Σ_t ∇θ log φθ(a_t | s_t) of each episode, accumulated inside the scan, times the episode's
@@ -239,15 +240,18 @@ def student_step(model, optimizer, settings: Settings, task: Task, theta, method
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
   uniform = jax.random.uniform(k_act, (settings.pool_size,))
   z = keep_logit(theta, feats)
-  keep = jnp.select(
-    [method == 0, method == 1, method == 2],
-    [
-      uniform < jax.nn.sigmoid(z),
-      jnp.ones_like(uniform, bool),
-      spl_keep(losses, spl_fraction(t, settings.horizon, settings.spl_start, settings.spl_ramp)),
-    ],
-    uniform >= settings.rand_drop,
+  rules = (
+    lambda: uniform < jax.nn.sigmoid(z),
+    lambda: jnp.ones_like(uniform, bool),
+    lambda: spl_keep(
+      losses, spl_fraction(t, settings.horizon, settings.spl_start, settings.spl_ramp)
+    ),
+    lambda: uniform >= settings.rand_drop,
   )
+  if isinstance(method, int):  # one method for every student (teacher training): that rule only
+    keep = rules[method]()
+  else:
+    keep = jnp.select([method == i for i in range(3)], [rule() for rule in rules[:3]], rules[3]())
   selected, considered = fill_to_batch(keep, settings.batch_size)
   count = jnp.sum(selected)
   weights = selected / jnp.maximum(count, 1)
@@ -272,12 +276,7 @@ def student_step(model, optimizer, settings: Settings, task: Task, theta, method
     dropped=s.dropped + jnp.where(active, jnp.sum(considered & ~keep).astype(f32), 0.0),
     score=score,
   )
-  return jax.lax.cond(
-    (t + 1) % settings.check_every == 0,
-    lambda s: _check(model, settings, task, t, s),
-    lambda s: s,
-    s,
-  )
+  return s
 
 
 def _check(model, settings: Settings, task: Task, t, s: Student) -> Student:
@@ -297,31 +296,53 @@ def _check(model, settings: Settings, task: Task, t, s: Student) -> Student:
   )
 
 
-def run_steps(model, optimizer, settings, task, theta, method, key, s: Student, start, length: int):
-  """Student `s` after steps start .. start + length − 1: one `lax.scan`."""
+def run_checks(
+  model, optimizer, settings, task, theta, method, key, s: Student, start, checks: int
+):
+  """Student `s` after `checks` blocks of `check_every` steps from step `start`, each block a
+  `lax.scan` followed by the held-out check (no branch on the step: under vmap a `lax.cond`
+  on a batched step would evaluate the held-out set at every step)."""
+  every = settings.check_every
 
-  def body(s, t):
+  def step(s, t):
     return student_step(model, optimizer, settings, task, theta, method, key, s, t), None
 
-  s, _ = jax.lax.scan(body, s, start + jnp.arange(length))
+  def block(s, c):
+    first = start + c * every
+    s, _ = jax.lax.scan(step, s, first + jnp.arange(every))
+    return _check(model, settings, task, first + every - 1, s), None
+
+  s, _ = jax.lax.scan(block, s, jnp.arange(checks))
   return s
 
 
 def episode(model, optimizer, settings: Settings, task: Task, theta, key):
-  """One teacher-training episode: a fresh student taught by `theta` for T′ steps.
+  """One teacher-training episode: a fresh student taught by `theta` until τ or T′ steps.
 
   Returns (reward, score, stats): the terminal reward −log(i_τ / T′), the score-function sum
   over the steps before τ, and the episode's i_τ, reached flag and drop ratio.
   """
   k_init, k_run = jax.random.split(key)
   s = init_student(model, optimizer, settings, task.train_x, theta, k_init)
-  s = run_steps(model, optimizer, settings, task, theta, 0, k_run, s, 0, settings.horizon)
+  every = settings.check_every
+
+  def more(carry):
+    t, s = carry
+    return (t < settings.horizon) & ~s.reached
+
+  def chunk(carry):
+    t, s = carry
+    return t + every, run_checks(model, optimizer, settings, task, theta, 0, k_run, s, t, 1)
+
+  # Blocks of `check_every` steps until τ or T′: a student frozen at τ would only repeat itself.
+  # Under vmap the loop runs until every episode of the batch is done (the done ones frozen).
+  _, s = jax.lax.while_loop(more, chunk, (jnp.zeros((), jnp.int32), s))
   stats = {
     'i_tau': s.i_tau.astype(jnp.float32),
     'reached': s.reached.astype(jnp.float32),
     'drop_ratio': s.dropped / jnp.maximum(s.considered, 1.0),
     'examples': s.used,
-    'dev_accuracy': s.curve_acc[-1],  # at T′ (the student is frozen once it reaches τ)
+    'best_dev_accuracy': jnp.nanmax(s.curve_acc),
   }
   return reward(s.i_tau, settings.horizon), s.score, stats
 

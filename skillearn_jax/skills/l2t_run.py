@@ -97,10 +97,15 @@ def check_config(config) -> None:
       f'config.l2t.chunk: {p.chunk!r} is not allowed; must divide l2t.student_iterations '
       f'({p.student_iterations})'
     )
+  if p.chunk % p.check_every:
+    raise config_check.ConfigError(
+      f'config.l2t.chunk: {p.chunk!r} is not allowed; must be a multiple of l2t.check_every '
+      f'({p.check_every})'
+    )
   for it, name in ((p.horizon, 'horizon'), (p.student_iterations, 'student_iterations')):
-    if it < p.check_every:
+    if it % p.check_every:
       raise config_check.ConfigError(
-        f'config.l2t.check_every: {p.check_every!r} is not allowed; must be <= l2t.{name} ({it})'
+        f'config.l2t.check_every: {p.check_every!r} is not allowed; must divide l2t.{name} ({it})'
       )
   if p.stage == 'student' and 'l2t' in p.methods and not p.teacher_path:
     raise config_check.ConfigError(
@@ -293,6 +298,7 @@ def student_experiment(config) -> base.Experiment:
   base_key = jax.random.fold_in(jax.random.key(config.seed, impl=config.rng_impl), 2)
   seed_keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(seed_ids))
   sample_x = task.train_x[:1]
+  checks = p.chunk // p.check_every
 
   def init(key):
     del key
@@ -305,8 +311,8 @@ def student_experiment(config) -> base.Experiment:
     del batch, key
     start = state.step * p.chunk
     students = jax.vmap(
-      lambda m, k, st: l2t.run_steps(
-        model, optimizer, s, task, theta, m, jax.random.fold_in(k, 1), st, start, p.chunk
+      lambda m, k, st: l2t.run_checks(
+        model, optimizer, s, task, theta, m, jax.random.fold_in(k, 1), st, start, checks
       )
     )(method_ids, seed_keys, state.students)
     done = (start + p.chunk) // p.check_every
@@ -343,9 +349,7 @@ def student_experiment(config) -> base.Experiment:
     del history
     out = summary(state, {})
     os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
-    plot_methods(
-      out['curves'], p.check_every, p.tau, os.path.join(workdir, 'plots', 'teaching.png')
-    )
+    plot_methods(out['curves'], p.check_every, tau, os.path.join(workdir, 'plots', 'teaching.png'))
 
   return base.Experiment(
     init=init,

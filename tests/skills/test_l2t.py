@@ -27,7 +27,7 @@ W = np.array([1.0, -2.0, 0.5])
 
 def bandit_reward(actions):
   a = jnp.asarray(actions, jnp.float64)
-  return a @ W + 3.0 * a[0] * a[1]
+  return 5.0 + a @ W + 3.0 * a[0] * a[1]  # the offset is what a baseline removes
 
 
 def _patterns():
@@ -96,7 +96,7 @@ def test_reinforce_gradient_monte_carlo_matches_the_analytic_gradient():
       truth = jnp.concatenate([g.reshape(-1) for g in jax.tree_util.tree_leaves(analytic)])
       assert np.all(np.abs(estimate - truth) <= 4.5 * stderr + 1e-9), (estimate, truth)
       spreads.append(float(jnp.sum(stderr)))
-    assert spreads[1] < 0.8 * spreads[0]  # the mean-reward baseline lowers the variance
+    assert spreads[1] < 0.5 * spreads[0]  # the mean-reward baseline lowers the variance
 
 
 def test_reinforce_gradient_subtracts_the_baseline_and_averages_episodes():
@@ -215,6 +215,8 @@ def test_episode_score_is_the_gradient_of_the_log_probability_of_its_decisions()
       _, considered = l2t.fill_to_batch(keep, s.batch_size)
       total = total + l2t.log_prob(th, feats, keep, considered)
       st = l2t.student_step(model, optimizer, s, task, theta, 0, k_run, st, t)
+      if (t + 1) % s.check_every == 0:
+        st = l2t._check(model, s, task, t, st)
     return total
 
   expected = jax.grad(total_log_prob)(theta)
