@@ -78,7 +78,7 @@ def test_two_stages_run_and_resume_equal_an_uninterrupted_run(tmp_path):
     ('l2t.teacher_optimizer', 'rmsprop', 'config.l2t.teacher_optimizer'),
     ('l2t.check_every', 3, 'config.l2t.check_every: 3 is not allowed; must divide'),
     ('student.arch', 'vit', "config.student.arch: 'vit'"),
-    ('teach_student.depth', 33, 'config.teach_student.depth: 33'),
+    ('teach_student.optimizer', 'lbfgs', "config.teach_student.optimizer: 'lbfgs'"),
     ('student.hidden', (), 'config.student.hidden'),
     ('num_epochs', 2, 'config.num_epochs: 2 is not allowed'),
     ('l2t.stage', 'student', "config.l2t.teacher_path: '' is not allowed"),
@@ -88,6 +88,12 @@ def test_bad_values_are_refused_in_one_line_naming_the_field(field, value, match
   with pytest.raises(config_check.ConfigError, match=match) as error:
     skills.check(tiny(**{field: value}))
   assert '\n' not in str(error.value)
+
+
+def test_a_resnet_depth_must_be_6n_plus_2():
+  config = tiny(**{'teach_student.arch': 'resnet', 'teach_student.depth': 33})
+  with pytest.raises(config_check.ConfigError, match='config.teach_student.depth: 33'):
+    skills.check(config)
 
 
 def test_a_missing_teacher_file_is_named(tmp_path):
