@@ -187,6 +187,7 @@ class Student:
   score: PyTree  # Σ ∇θ log φθ(a | s) over the steps taken
   curve_acc: jax.Array  # held-out accuracy at each check
   curve_used: jax.Array  # examples trained on at each check
+  curve_considered: jax.Array  # candidates decided on at each check (the data drawn)
 
 
 def init_student(model, optimizer, settings: Settings, sample_x, theta, key) -> Student:
@@ -205,6 +206,7 @@ def init_student(model, optimizer, settings: Settings, sample_x, theta, key) -> 
     score=jax.tree_util.tree_map(jnp.zeros_like, theta),
     curve_acc=jnp.full((settings.num_checks,), jnp.nan, jnp.float32),
     curve_used=jnp.zeros((settings.num_checks,), jnp.float32),
+    curve_considered=jnp.zeros((settings.num_checks,), jnp.float32),
   )
 
 
@@ -293,6 +295,7 @@ def _check(model, settings: Settings, task: Task, t, s: Student) -> Student:
     i_tau=jnp.where(now, t + 1, s.i_tau),
     curve_acc=s.curve_acc.at[k].set(shown),
     curve_used=s.curve_used.at[k].set(s.used),
+    curve_considered=s.curve_considered.at[k].set(s.considered),
   )
 
 

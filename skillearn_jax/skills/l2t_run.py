@@ -332,6 +332,7 @@ def student_experiment(config) -> base.Experiment:
       m: {
         'accuracy': st.curve_acc[np.asarray(method_ids) == l2t.METHODS.index(m)].tolist(),
         'examples': st.curve_used[np.asarray(method_ids) == l2t.METHODS.index(m)].tolist(),
+        'considered': st.curve_considered[np.asarray(method_ids) == l2t.METHODS.index(m)].tolist(),
       }
       for m in p.methods
     }
@@ -364,13 +365,10 @@ def student_experiment(config) -> base.Experiment:
 
 
 # -- outputs ----------------------------------------------------------------------------------
-def first_reach(accuracy, examples, tau: float, check_every: int):
-  """(iterations, examples) at the first check whose accuracy reaches τ, or None."""
+def first_reach(accuracy, tau: float):
+  """The index of the first check whose accuracy reaches τ, or None."""
   hits = np.flatnonzero(np.nan_to_num(np.asarray(accuracy), nan=-1.0) >= tau)
-  if not hits.size:
-    return None
-  k = int(hits[0])
-  return (k + 1) * check_every, float(examples[k])
+  return int(hits[0]) if hits.size else None
 
 
 def _mean_std(values):
@@ -380,16 +378,17 @@ def _mean_std(values):
 
 
 def to_tau_table(curves: dict, tau: float, check_every: int) -> dict:
-  """Per method: iterations and examples to τ, mean ± std over the seeds that reached it, how
-  many did, and the final accuracy mean ± std."""
+  """Per method: iterations, examples trained on and candidates drawn to reach τ, mean ± std
+  over the seeds that reached it, how many did, and the final accuracy mean ± std."""
   table = {}
   for method, c in curves.items():
-    hits = [first_reach(a, e, tau, check_every) for a, e in zip(c['accuracy'], c['examples'])]
-    reached = [h for h in hits if h is not None]
+    hits = [first_reach(a, tau) for a in c['accuracy']]
+    seeds = [(i, k) for i, k in enumerate(hits) if k is not None]
     table[method] = {
-      'reached': f'{len(reached)}/{len(hits)}',
-      'iterations': _mean_std([h[0] for h in reached]),
-      'examples': _mean_std([h[1] for h in reached]),
+      'reached': f'{len(seeds)}/{len(hits)}',
+      'iterations': _mean_std([(k + 1) * check_every for _, k in seeds]),
+      'examples': _mean_std([c['examples'][i][k] for i, k in seeds]),
+      'considered': _mean_std([c['considered'][i][k] for i, k in seeds]),
       'final_accuracy': _mean_std([float(a[-1]) for a in c['accuracy']]),
     }
   return table
@@ -399,12 +398,13 @@ def table_text(table: dict) -> str:
   def fmt(stat):
     return '—' if stat['mean'] is None else f"{stat['mean']:.0f} ± {stat['std']:.0f}"
 
-  lines = ['| method | reached τ | iterations to τ | examples to τ | final accuracy |']
-  lines.append('|---|---|---|---|---|')
+  lines = ['| method | reached τ | iterations to τ | examples to τ | drawn to τ | final accuracy |']
+  lines.append('|---|---|---|---|---|---|')
   for m, row in table.items():
     acc = row['final_accuracy']
     lines.append(
       f"| {m} | {row['reached']} | {fmt(row['iterations'])} | {fmt(row['examples'])} | "
+      f"{fmt(row['considered'])} | "
       f"{acc['mean']:.4f} ± {acc['std']:.4f} |"
     )
   return '\n'.join(lines)
