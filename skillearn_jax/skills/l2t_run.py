@@ -45,6 +45,7 @@ from skillearn_jax.skills import l2t
 from skillearn_jax.skills import l2t_students
 
 STAGES = ('', 'teacher', 'student')
+SPLITS = ('train', 'test', 'all')  # 'all': an array directory holding one unsplit set
 TEACHER_FILE = 'teacher.npz'
 
 
@@ -113,8 +114,10 @@ def check_config(config) -> None:
       "config.l2t.teacher_path: '' is not allowed with l2t.stage='student' and method 'l2t'; "
       'name a teacher.npz written by a teacher stage'
     )
-  for field in ('dev_examples',):
-    config_check.positive(config, f'data.{field}')
+  config_check.one_of(config, 'data.split', SPLITS)
+  config_check.one_of(config, 'data.test_split', ('', *SPLITS))
+  config_check.positive(config, 'data.split_seed', allow_zero=True)
+  config_check.positive(config, 'data.dev_examples')
   for field in ('test_examples', 'train_examples'):
     config_check.positive(config, f'data.{field}', allow_zero=True)
   if not config.data.test_split and config.data.test_examples <= 0:

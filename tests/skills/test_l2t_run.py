@@ -81,6 +81,8 @@ def test_two_stages_run_and_resume_equal_an_uninterrupted_run(tmp_path):
     ('teach_student.optimizer', 'lbfgs', "config.teach_student.optimizer: 'lbfgs'"),
     ('student.hidden', (), 'config.student.hidden'),
     ('num_epochs', 2, 'config.num_epochs: 2 is not allowed'),
+    ('data.split', 'validation', "config.data.split: 'validation' is not allowed"),
+    ('data.test_examples', -1, 'config.data.test_examples: -1 is not allowed'),
     ('l2t.stage', 'student', "config.l2t.teacher_path: '' is not allowed"),
   ],
 )
