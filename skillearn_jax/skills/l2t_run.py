@@ -432,6 +432,7 @@ def plot_methods(curves: dict, check_every: int, tau: float, path: str) -> None:
       ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
   for ax, label in ((by_examples, 'training examples used'), (by_iterations, 'student iterations')):
     ax.axhline(tau, color='gray', linestyle=':', linewidth=1)
+    ax.set_xscale('log')  # the methods part early; a linear axis squeezes that into a corner
     ax.set_xlabel(label)
     ax.grid(alpha=0.3)
   by_examples.set_ylabel('test accuracy (mean ± std over seeds)')
