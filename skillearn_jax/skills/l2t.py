@@ -319,13 +319,25 @@ def run_checks(
   return s
 
 
+def threefry_key(key) -> jax.Array:
+  """A threefry key from any key (its raw words folded in): episodes draw from threefry.
+
+  Measured: with 'rbg' keys, vmapped MNIST episodes that reach τ in ~150 steps one at a time
+  failed to reach it in 2,000 steps for 2–4 students of 8, and threefry keys never did.
+  """
+  out = jax.random.key(0, impl='threefry2x32')
+  for word in jnp.ravel(jax.random.key_data(key)):
+    out = jax.random.fold_in(out, word)
+  return out
+
+
 def episode(model, optimizer, settings: Settings, task: Task, theta, key):
   """One teacher-training episode: a fresh student taught by `theta` until τ or T′ steps.
 
   Returns (reward, score, stats): the terminal reward −log(i_τ / T′), the score-function sum
   over the steps before τ, and the episode's i_τ, reached flag and drop ratio.
   """
-  k_init, k_run = jax.random.split(key)
+  k_init, k_run = jax.random.split(threefry_key(key))
   s = init_student(model, optimizer, settings, task.train_x, theta, k_init)
   every = settings.check_every
 

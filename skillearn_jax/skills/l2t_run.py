@@ -298,8 +298,9 @@ def student_experiment(config) -> base.Experiment:
   method_ids = jnp.asarray(np.repeat(methods, p.seeds), jnp.int32)
   seed_ids = np.tile(np.arange(p.seeds), len(methods))
   # Students of one seed share their init and their candidate pools across methods (common
-  # random numbers), whatever the loop's chunking: keys come from the config's seed only.
-  base_key = jax.random.fold_in(jax.random.key(config.seed, impl=config.rng_impl), 2)
+  # random numbers), whatever the loop's chunking: keys come from the config's seed only, and
+  # are threefry whatever config.rng_impl says (see `l2t.threefry_key`).
+  base_key = jax.random.fold_in(jax.random.key(config.seed, impl='threefry2x32'), 2)
   seed_keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(seed_ids))
   sample_x = task.train_x[:1]
   checks = p.chunk // p.check_every
