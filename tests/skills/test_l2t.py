@@ -254,3 +254,12 @@ def test_students_give_class_logits(arch, depth):
   params = model.init(jax.random.key(0), x)
   assert model.apply(params, x).shape == (2, 10)
   optimizer.init(params)
+
+
+def test_threefry_key_is_the_same_vmapped_or_not_and_differs_by_key():
+  keys = jax.random.split(jax.random.key(3, impl='rbg'), 3)
+  batched = jax.random.key_data(jax.vmap(l2t.threefry_key)(keys))
+  for i, k in enumerate(keys):
+    np.testing.assert_array_equal(batched[i], jax.random.key_data(l2t.threefry_key(k)))
+  assert len({tuple(np.asarray(b).tolist()) for b in batched}) == 3
+  assert batched.shape == (3, 2)  # threefry2x32 key data
