@@ -196,7 +196,7 @@ def test_episode_score_is_the_gradient_of_the_log_probability_of_its_decisions()
   _, score, _ = l2t.episode(model, optimizer, s, task, theta, key)
 
   def total_log_prob(th):
-    k_init, k_run = jax.random.split(key)
+    k_init, k_run = jax.random.split(l2t.threefry_key(key))
     st = l2t.init_student(model, optimizer, s, task.train_x, theta, k_init)
     total = 0.0
     for t in range(s.horizon):
