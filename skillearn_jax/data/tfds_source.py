@@ -33,6 +33,9 @@ class TfdsDataset:
 
 
 TFDS_DATASETS = {
+  "mnist": TfdsDataset(
+    "mnist", {"train": "train", "test": "test"}, 10, (28, 28, 1), (0.1307,), (0.3081,), False
+  ),
   "cifar10": TfdsDataset(
     "cifar10",
     {"train": "train", "test": "test"},

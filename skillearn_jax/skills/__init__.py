@@ -25,6 +25,7 @@ EXPERIMENTS = {
   'il': 'skillearn_jax.skills.il',
   'mtl': 'skillearn_jax.skills.mtl',
   'eval_cell': 'skillearn_jax.skills.eval_cell',
+  'l2t': 'skillearn_jax.skills.l2t_run',
 }
 RNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
 
