@@ -3,7 +3,7 @@
 # should measure, in one command, inside 8 minutes on one H100, every figure as JSON.
 #
 #   bash benchmarks/device_check.sh                  # on the GPU machine
-#   bash benchmarks/device_check.sh --smoke          # rehearsal on a CPU: tiny sizes, ~2.5 minutes
+#   bash benchmarks/device_check.sh --smoke          # rehearsal on a CPU: tiny sizes, about a minute
 #
 # Options: --torch_ref PATH  the PyTorch reference (default: ../shared/bench/torch_darts_ref.py
 #                            beside the checkout, else shared/bench/ inside it, else none);
@@ -63,7 +63,9 @@ if [ "$SMOKE" = 1 ]; then
          tests/nas/test_precision.py::test_precisions_and_defaults
          tests/run/test_sharding.py::test_single_device_mesh_in_process)
   SIZES=(--batch 2 --layers 3 --channels 4 --nodes 2 --iters 1 --warmup 0)
-  STEP_RUNS=("first_order float32" "first_order bfloat16")
+  # float32 only: a bfloat16 step compiles for ~50 s on XLA:CPU (tests/nas/test_precision.py
+  # covers bfloat16 on the CPU; the GPU run times both)
+  STEP_RUNS=("first_order float32")
   SEARCH=(--smoke)
   SEARCH_PRECISIONS=(float32)  # bfloat16 compiles slowly on XLA:CPU; the steps part has it
 else

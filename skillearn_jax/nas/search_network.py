@@ -159,9 +159,10 @@ def max_pool_2x2(x):
       f'partial channels: a stride-2 edge pools its bypass 2x2, which needs an even image '
       f'side; got {x.shape[1]}x{x.shape[2]}'
     )
-  return lax.reduce_window(
-    x, jnp.asarray(-jnp.inf, x.dtype), lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID'
-  )
+  # A NumPy init value stays a constant under tracing (a jnp one is traced), so lax picks its
+  # differentiable max-pool primitive rather than the generic reduction.
+  init = np.array(-np.inf, x.dtype)
+  return lax.reduce_window(x, init, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
 
 
 def channel_shuffle(x, groups: int):

@@ -71,6 +71,6 @@ def test_a_non_finite_step_between_reads_is_named_and_nothing_is_saved(
 
   workdir = str(tmp_path / 'nan')
   config = _config(log_every_steps=STEPS_PER_EPOCH, checkpoint_every_steps=100)
-  with pytest.raises(loop.NonFiniteError, match="step 1: stage 'train'.*No checkpoint"):
+  with pytest.raises(loop.NonFiniteError, match="step 2: stage 'train'.*No checkpoint"):
     loop.train_and_evaluate(config, workdir, dataclasses.replace(experiment, step=step))
   assert checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints')).latest_step() is None
