@@ -64,6 +64,6 @@ def test_missing_imagenet_explains_the_manual_download(tmp_path):
 
 def test_unknown_tfds_name_or_split_names_the_allowed_values():
   with pytest.raises(ValueError, match="'cifar10', 'cifar100', 'imagenet2012'"):
-    TfdsSource("mnist", "train")
+    TfdsSource("svhn_cropped", "train")
   with pytest.raises(ValueError, match=r"split of 'cifar10' must be one of \('train', 'test'\)"):
     TfdsSource("cifar10", "validation")

@@ -201,7 +201,7 @@ def test_exact_and_finite_difference_agree_through_the_chain():
   'field, value, message',
   [
     ('tasks', 'digits_a', 'at least 2'),
-    ('tasks', 'digits_a,mnist', "unknown task 'mnist'"),
+    ('tasks', 'digits_a,svhn_cropped', "unknown task 'svhn_cropped'"),
     ('rounds', 0, 'must be > 0'),
     ('lam', -1.0, 'must be >= 0'),
     ('coupling', 'max', "'max' is not allowed; allowed: \\('sum', 'mean'\\)"),
