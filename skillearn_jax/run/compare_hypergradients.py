@@ -191,21 +191,28 @@ def explain(method: str, entry: dict, exact_entry: dict, diagnostics: dict | Non
   return notes
 
 
+def _at(s, b, k) -> dict:
+  """The keywords that place a core function at state `s`, batches `b` and key `k`."""
+  return dict(
+    params=s.params,
+    opt_states=s.opt_states,
+    model_state=s.model_state,
+    step=s.step,
+    batches=b,
+    key=k,
+  )
+
+
+def _hypergradient(program, method: str, options: core.HypergradientOptions):
+  """(state, batches, key) -> each validation-stage set's hypergradient by `method`."""
+  return lambda s, b, k: core.hypergradient(
+    program, method=method, options=options, **_at(s, b, k)
+  )[0]
+
+
 def jitted_hypergradient(program, method: str, options: core.HypergradientOptions):
   """(state, batches, key) -> each validation-stage set's hypergradient by `method`, jitted."""
-  return jax.jit(
-    lambda s, b, k: core.hypergradient(
-      program,
-      params=s.params,
-      opt_states=s.opt_states,
-      model_state=s.model_state,
-      step=s.step,
-      batches=b,
-      key=k,
-      method=method,
-      options=options,
-    )[0]
-  )
+  return jax.jit(_hypergradient(program, method, options))
 
 
 def compare(
@@ -229,21 +236,9 @@ def compare(
   methods = ['exact'] + [m for m in methods if m != 'exact']
   args = (state, batches, key)
 
-  def at(s, b, k):  # the keywords that place a core function at this state
-    return dict(
-      params=s.params,
-      opt_states=s.opt_states,
-      model_state=s.model_state,
-      step=s.step,
-      batches=b,
-      key=k,
-    )
-
   for i, method in enumerate(methods):
     grads, compile_s, median, peak = _timed(
-      lambda s, b, k, method=method: core.hypergradient(
-        program, method=method, options=options, **at(s, b, k)
-      )[0],
+      _hypergradient(program, method, options),
       args,
       repeats,
       log,
@@ -256,7 +251,7 @@ def compare(
   if power_iterations and any(m in IMPLICIT for m in methods):
     raw, *_ = _timed(
       lambda s, b, k: core.hypergradients.neumann_contraction(
-        program, options=options, iterations=power_iterations, **at(s, b, k)
+        program, options=options, iterations=power_iterations, **_at(s, b, k)
       ),
       args,
       0,
