@@ -1,15 +1,21 @@
 """Learning to Teach: teacher-training episodes per minute, vmapped against one at a time.
 
-  python benchmarks/l2t_episodes.py --variant quick --parallel 8 --out benchmarks/l2t_episodes.json
-  python benchmarks/l2t_episodes.py --variant mnist_t10k --parallel 8 --repeats 1 --teacher_steps 2
+  python benchmarks/l2t_episodes.py --variant quick --repeats 20 --host_devices 2
+  python benchmarks/l2t_episodes.py --variant mnist_t10k --repeats 2 --teacher_steps 3 --host_devices 2
 
-For a configs/l2t.py variant this times `l2t.parallel_episodes` on `--parallel` episodes at once
-(one jitted call, students vmapped) against the same episodes run one at a time (a jitted
-single-episode call per episode), each after a compile-and-warm-up call, over `--repeats`
-batches of fresh keys; and the wall time of the teacher stage through the runner (compile
-included) with `--teacher_steps` steps. Prints and writes one JSON object: variant, parallel,
-episodes_per_min_vmapped, episodes_per_min_sequential, speedup, mean_i_tau, compile_s of
-each, teacher_stage_wall_s, teacher_steps, device.
+For a configs/l2t.py variant, with the XLA flags the CLI runs with, this times
+- episodes to τ (the teacher's, at its init): `--parallel` episodes one at a time (a jitted
+  single-episode call each), vmapped in one call on one device, and, with `--host_devices`
+  N > 1 (CPU only: the cores as N host devices), vmapped and split over the N devices
+  (`l2t.parallel_episodes(mesh=...)`), over `--repeats` batches of fresh keys, each after a
+  compile-and-warm-up call. A vmapped batch runs until its slowest episode reaches τ;
+- the same three on `--fixed_checks` blocks of `check_every` steps with no stop (the student
+  step itself, without that wait), with the arithmetic of one episode step (XLA's cost
+  analysis of a student step and its share of a held-out check) and the rate it runs at,
+  against the rate of one large f32 matmul here (`matmul_gflops`, the roof for these steps);
+- the wall time of the teacher stage through the runner (compile included) with
+  `--teacher_steps` steps, on every device.
+Prints and writes (`--out`) one JSON object.
 """
 
 from __future__ import annotations
@@ -25,19 +31,51 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+def _timed(fn, *args):
+  import jax  # pylint: disable=import-outside-toplevel
+
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - t0
+
+
+def _best(fn, *args, repeats=3):
+  _timed(fn, *args)
+  return min(_timed(fn, *args) for _ in range(repeats))
+
+
+def _matmul_gflops() -> float:
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  a = jnp.ones((1024, 1024), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  return 2 * 1024**3 / _best(f, a, repeats=10) / 1e9
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--variant', default='quick')
   parser.add_argument('--parallel', type=int, default=8)
   parser.add_argument('--repeats', type=int, default=2)
-  parser.add_argument('--teacher_steps', type=int, default=0, help='0: the variant\'s own')
+  parser.add_argument('--fixed_checks', type=int, default=10)
+  parser.add_argument('--host_devices', type=int, default=0, help='CPU: cores as N devices')
+  parser.add_argument('--teacher_steps', type=int, default=0, help="0: the variant's own")
   parser.add_argument('--data', default='', help='override data.name')
   parser.add_argument('--out', default='')
   args = parser.parse_args()
 
+  from skillearn_jax.run import xla_flags  # pylint: disable=import-outside-toplevel
+
+  if args.host_devices > 1:
+    flag = f'--xla_force_host_platform_device_count={args.host_devices}'
+    os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {flag}'.strip()
+  xla_flags.apply_defaults()  # as the CLI runs
+
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
+  from jax.sharding import Mesh  # pylint: disable=import-outside-toplevel
 
   from configs import l2t as l2t_config  # pylint: disable=import-outside-toplevel
   from skillearn_jax.run import runner  # pylint: disable=import-outside-toplevel
@@ -53,37 +91,75 @@ def main():
   s = l2t_run.settings(config, data['num_classes'], stop_at_tau=True)
   task = l2t.Task(*map(jnp.asarray, (*data['teacher'], *data['dev'])))
   theta = l2t.init_teacher(jax.random.key(0), l2t.feature_dim(data['num_classes']))
-  vmapped = jax.jit(lambda keys: l2t.parallel_episodes(model, optimizer, s, task, theta, keys))
-  single = jax.jit(lambda key: l2t.episode(model, optimizer, s, task, theta, key))
-
-  def timed(fn, *a):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*a))
-    return time.perf_counter() - t0
+  mesh = Mesh(np.asarray(jax.devices()), ('data',))
+  ways = {
+    'sequential': jax.jit(lambda key: l2t.episode(model, optimizer, s, task, theta, key)),
+    'vmapped': jax.jit(lambda keys: l2t.parallel_episodes(model, optimizer, s, task, theta, keys)),
+  }
+  if mesh.size > 1:
+    ways['split'] = jax.jit(
+      lambda keys: l2t.parallel_episodes(model, optimizer, s, task, theta, keys, mesh)
+    )
 
   root = jax.random.key(1)
   batches = [
     jax.random.split(jax.random.fold_in(root, r + 1), args.parallel) for r in range(args.repeats)
   ]
-  compile_vmapped = timed(vmapped, jax.random.split(root, args.parallel))
-  compile_single = timed(single, root)
-  t_vmapped = sum(timed(vmapped, keys) for keys in batches)
-  t_single = sum(timed(single, k) for keys in batches for k in keys)
-  i_tau = [float(jnp.mean(vmapped(keys)[2]['i_tau'])) for keys in batches[:1]]
-  episodes = args.parallel * args.repeats
-  result = {
-    'variant': args.variant,
-    'data': config.data.name,
-    'parallel': args.parallel,
-    'repeats': args.repeats,
-    'episodes_per_min_vmapped': 60 * episodes / t_vmapped,
-    'episodes_per_min_sequential': 60 * episodes / t_single,
-    'speedup': t_single / t_vmapped,
-    'mean_i_tau': float(np.mean(i_tau)),
-    'horizon': s.horizon,
-    'compile_s_vmapped': compile_vmapped,
-    'compile_s_single': compile_single,
-  }
+  result = {'variant': args.variant, 'data': config.data.name, 'parallel': args.parallel}
+  result.update(repeats=args.repeats, devices=mesh.size, horizon=s.horizon)
+  seconds = {}
+  for name, fn in ways.items():
+    one = name == 'sequential'
+    result[f'compile_s_{name}'] = _timed(fn, root if one else jax.random.split(root, args.parallel))
+    if one:
+      seconds[name] = sum(_timed(fn, k) for keys in batches for k in keys)
+    else:
+      seconds[name] = sum(_timed(fn, keys) for keys in batches)
+    result[f'episodes_per_min_{name}'] = 60 * args.parallel * args.repeats / seconds[name]
+  for name in ways:
+    if name != 'sequential':
+      result[f'speedup_{name}'] = seconds['sequential'] / seconds[name]
+  result['mean_i_tau'] = float(jnp.mean(ways['vmapped'](batches[0])[2]['i_tau']))
+
+  # The step itself: fixed blocks, no stop, so no batch waits for its slowest episode.
+  checks, every = args.fixed_checks, s.check_every
+
+  def fixed(key):
+    k_init, k_run = jax.random.split(l2t.threefry_key(key))
+    st = l2t.init_student(model, optimizer, s, task.train_x, theta, k_init)
+    return l2t.run_checks(model, optimizer, s, task, theta, 0, k_run, st, 0, checks).curve_acc
+
+  keys = batches[0]
+  step_us = {'sequential': _best(jax.jit(fixed), keys[0]) * args.parallel}
+  step_us['vmapped'] = _best(jax.jit(jax.vmap(fixed)), keys)
+  if mesh.size > 1:
+    from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
+
+    spread = jax.shard_map(
+      jax.vmap(fixed), mesh=mesh, in_specs=P('data'), out_specs=P('data'), check_vma=False
+    )
+    step_us['split'] = _best(jax.jit(spread), keys)
+  for name, total in step_us.items():
+    result[f'fixed_us_per_episode_step_{name}'] = 1e6 * total / (args.parallel * checks * every)
+    if name != 'sequential':
+      result[f'fixed_speedup_{name}'] = step_us['sequential'] / total
+
+  st = l2t.init_student(model, optimizer, s, task.train_x, theta, jax.random.key(0))
+  drawn = l2t.draws(s, task.train_y.shape[0], jax.random.key(0), 0)
+  step_cost = (
+    jax.jit(lambda st: l2t.student_step(model, optimizer, s, task, theta, 0, None, st, 0, drawn))
+    .lower(st)
+    .compile()
+    .cost_analysis()
+  )
+  check_cost = jax.jit(lambda st: l2t._check(model, s, task, 0, st)).lower(st).compile()  # pylint: disable=protected-access
+  flops = step_cost['flops'] + check_cost.cost_analysis()['flops'] / every
+  result['mflop_per_episode_step'] = flops / 1e6
+  for name in step_us:
+    per_step = result[f'fixed_us_per_episode_step_{name}'] * 1e-6
+    result[f'gflops_{name}'] = flops / per_step / 1e9
+  result['matmul_gflops'] = _matmul_gflops()
+
   with tempfile.TemporaryDirectory() as workdir:
     config.l2t.stage = 'teacher'
     config.log_every_steps = 1000

@@ -173,7 +173,10 @@ FIELDS: dict[str, Field] = {
   'l2t.tau': Field('[0, 1)', "target held-out accuracy of the teacher's reward"),
   'l2t.teach_tau': Field('[0, 1)', "stage 2's target accuracy (0: l2t.tau)"),
   'l2t.check_every': Field('> 0', 'student steps between held-out accuracy checks'),
-  'l2t.parallel_episodes': Field('> 0', 'episodes (fresh students) vmapped per teacher step'),
+  'l2t.parallel_episodes': Field(
+    '> 0, a multiple of the device count',
+    'episodes (fresh students) vmapped per teacher step, split evenly over the devices',
+  ),
   'l2t.teacher_steps': Field('> 0', 'REINFORCE updates of the teacher'),
   'l2t.teacher_hidden': Field('> 0', "the policy's hidden width"),
   'l2t.keep_bias': Field('any number', "the policy's output bias at init (2: keeps ~88%)"),

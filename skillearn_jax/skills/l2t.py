@@ -15,6 +15,8 @@ This module owns what a teacher and its students compute, as pure functions over
 - one student step (`student_step`), blocks of `check_every` steps each a `lax.scan` ended by
   the held-out check (`run_checks`), and a whole episode (`episode`): blocks until the
   student reaches τ or T′ steps;
+- students on several devices (`over_devices`): vmapped students split over a mesh, each
+  device vmapping its share;
 - the terminal reward −log(i_τ / T′) (`reward`), and REINFORCE with a moving-average baseline
   (`reinforce_gradient`, `baseline_update`): the teacher's gradient is the score function
   Σ_t ∇θ log φθ(a_t | s_t) of each episode, accumulated inside the scan, times the episode's
@@ -32,6 +34,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import PartitionSpec as P
 
 PyTree = Any
 METHODS = ('l2t', 'noteach', 'spl', 'randteach')
@@ -216,16 +219,25 @@ def _accuracy_and_loss(model, params, x, y):
   return jnp.mean(jnp.argmax(logits, -1) == y), jnp.mean(loss)
 
 
-def student_step(model, optimizer, settings: Settings, task: Task, theta, method, key, s, t):
+def draws(settings: Settings, n: int, key, t):
+  """Step `t`'s randomness: (pool indices into the n candidates, uniforms for the keep rules),
+  from fold_in(key, t) alone, so a block's draws are one vmapped call (`run_checks`)."""
+  k_pool, k_act = jax.random.split(jax.random.fold_in(key, t))
+  idx = jax.random.randint(k_pool, (settings.pool_size,), 0, n)
+  return idx, jax.random.uniform(k_act, (settings.pool_size,))
+
+
+def student_step(
+  model, optimizer, settings: Settings, task: Task, theta, method, key, s, t, drawn=None
+):
   """Student `s` after its step `t` (0-based), the keep rule of `METHODS[method]`.
 
   One forward pass on the pool gives the features and, by its VJP, the gradient of the
   selected examples' mean loss; the teacher's score ∇θ log φθ(a | s) over the considered
   candidates is added while the student has not reached τ (or always, without stop_at_tau).
+  `drawn`: the step's `draws`, when drawn ahead.
   """
-  k_pool, k_act = jax.random.split(jax.random.fold_in(key, t))
-  n = task.train_y.shape[0]
-  idx = jax.random.randint(k_pool, (settings.pool_size,), 0, n)
+  idx, uniform = drawn if drawn is not None else draws(settings, task.train_y.shape[0], key, t)
   x, y = task.train_x[idx], task.train_y[idx]
   logits, vjp = jax.vjp(lambda p: model.apply(p, x), s.params)
   onehot = jax.nn.one_hot(y, settings.num_classes)
@@ -240,7 +252,6 @@ def student_step(model, optimizer, settings: Settings, task: Task, theta, method
   )
   feats = features(onehot, jax.lax.stop_gradient(probs), model_features, settings.loss_scale)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-  uniform = jax.random.uniform(k_act, (settings.pool_size,))
   z = keep_logit(theta, feats)
   rules = (
     lambda: uniform < jax.nn.sigmoid(z),
@@ -307,12 +318,19 @@ def run_checks(
   on a batched step would evaluate the held-out set at every step)."""
   every = settings.check_every
 
-  def step(s, t):
-    return student_step(model, optimizer, settings, task, theta, method, key, s, t), None
+  n = task.train_y.shape[0]
+
+  def step(s, xs):
+    t, drawn = xs
+    return student_step(model, optimizer, settings, task, theta, method, key, s, t, drawn), None
 
   def block(s, c):
     first = start + c * every
-    s, _ = jax.lax.scan(step, s, first + jnp.arange(every))
+    ts = first + jnp.arange(every)
+    # One vmapped draw per block, not one per step: on CPU each draw is a rolled threefry loop
+    # whose cost barely depends on its size (the same numbers either way).
+    drawn = jax.vmap(lambda t: draws(settings, n, key, t))(ts)
+    s, _ = jax.lax.scan(step, s, (ts, drawn))
     return _check(model, settings, task, first + every - 1, s), None
 
   s, _ = jax.lax.scan(block, s, jnp.arange(checks))
@@ -362,9 +380,33 @@ def episode(model, optimizer, settings: Settings, task: Task, theta, key):
   return reward(s.i_tau, settings.horizon), s.score, stats
 
 
-def parallel_episodes(model, optimizer, settings, task, theta, keys):
-  """`episode` for each key, vmapped: (rewards, scores, stats), each with a leading axis."""
-  return jax.vmap(lambda k: episode(model, optimizer, settings, task, theta, k))(keys)
+def over_devices(fn, mesh=None, shared: int = 0):
+  """`fn(*args)`, which vmaps over the leading axis of its arguments after the first `shared`
+  (those are the same for every student), split over the first axis of `mesh` when it has
+  several devices, each device vmapping its share (`shard_map`): several GPUs, or a CPU's
+  cores exposed as host devices (`--xla_force_host_platform_device_count`), where one
+  student's small kernels keep a single core busy. A student's result does not depend on the
+  split. Traced values go in as arguments: `shard_map` cannot close over them."""
+  if mesh is None or mesh.size == 1:
+    return fn
+  axis = mesh.axis_names[0]
+
+  def spread(*args):
+    specs = tuple(P() if i < shared else P(axis) for i in range(len(args)))
+    # check_vma off: a student's counters start as constants and turn per-device in the scans.
+    return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(axis), check_vma=False)(*args)
+
+  return spread
+
+
+def parallel_episodes(model, optimizer, settings, task, theta, keys, mesh=None):
+  """`episode` for each key, vmapped: (rewards, scores, stats), each with a leading axis; over
+  the devices of `mesh` when given (`over_devices`)."""
+
+  def run(theta, task, keys):
+    return jax.vmap(lambda k: episode(model, optimizer, settings, task, theta, k))(keys)
+
+  return over_devices(run, mesh, shared=2)(theta, task, keys)
 
 
 @flax.struct.dataclass
@@ -376,9 +418,13 @@ class TeacherState:
   baseline_count: jax.Array
 
 
-def teacher_update(model, optimizer, settings, task, teacher_optimizer, decay, state, keys):
-  """One REINFORCE step of the teacher on episodes `keys`: (state, metrics)."""
-  rewards, scores, stats = parallel_episodes(model, optimizer, settings, task, state.theta, keys)
+def teacher_update(
+  model, optimizer, settings, task, teacher_optimizer, decay, state, keys, mesh=None
+):
+  """One REINFORCE step of the teacher on episodes `keys` (over `mesh`): (state, metrics)."""
+  rewards, scores, stats = parallel_episodes(
+    model, optimizer, settings, task, state.theta, keys, mesh
+  )
   used, baseline = baseline_update(state.baseline, state.baseline_count, rewards, decay)
   grads = reinforce_gradient(scores, rewards, used)
   updates, opt_state = teacher_optimizer.update(grads, state.opt_state, state.theta)

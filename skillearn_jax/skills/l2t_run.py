@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.sharding import Mesh
 from matplotlib.figure import Figure
 
 from skillearn_jax import config_check
@@ -78,6 +79,12 @@ def check_config(config) -> None:
   for field in ('teacher_steps', 'teacher_hidden', 'teacher_lr', 'student_iterations', 'chunk'):
     config_check.positive(config, f'l2t.{field}')
   config_check.positive(config, 'l2t.seeds')
+  devices = jax.device_count()
+  if p.parallel_episodes % devices:
+    raise config_check.ConfigError(
+      f'config.l2t.parallel_episodes: {p.parallel_episodes!r} is not allowed; must be a '
+      f'multiple of the {devices} devices (each runs an equal share of the episodes)'
+    )
   config_check.positive(config, 'l2t.loss_scale', allow_zero=True)
   config_check.positive(config, 'l2t.spl_ramp')
   config_check.in_unit_interval(config, 'l2t.teach_tau')
@@ -186,6 +193,12 @@ def settings(config, num_classes: int, *, stop_at_tau: bool, rand_drop: float = 
   )
 
 
+def _mesh() -> Mesh:
+  """The devices the students are spread over: every device on one axis, as the training
+  loop's data-parallel mesh lays them out (each takes an equal share of the students)."""
+  return Mesh(np.asarray(jax.devices()), ('data',))
+
+
 def _teacher_optimizer(p):
   return optax.adam(p.teacher_lr) if p.teacher_optimizer == 'adam' else optax.sgd(p.teacher_lr)
 
@@ -226,10 +239,12 @@ def teacher_experiment(config) -> base.Experiment:
       baseline_count=jnp.zeros((), jnp.int32),
     )
 
+  mesh = _mesh()
+
   def step(state, batch, key):
     keys = jax.vmap(lambda e: jax.random.fold_in(key, e))(batch['episode'])
     return l2t.teacher_update(
-      model, optimizer, s, task, teacher_optimizer, p.baseline_decay, state, keys
+      model, optimizer, s, task, teacher_optimizer, p.baseline_decay, state, keys, mesh
     )
 
   episodes = np.arange(p.parallel_episodes, dtype=np.int32)
@@ -312,14 +327,25 @@ def student_experiment(config) -> base.Experiment:
     )(seed_keys)
     return TeachingState(step=jnp.zeros((), jnp.int32), students=students)
 
+  mesh = _mesh()
+  # The (method, seed) students split over the devices when they divide evenly; else each
+  # device trains them all (the loop keeps the state replicated either way).
+  spread = mesh if len(seed_ids) % mesh.size == 0 else None
+
   def step(state, batch, key):
     del batch, key
     start = state.step * p.chunk
-    students = jax.vmap(
-      lambda m, k, st: l2t.run_checks(
-        model, optimizer, s, task, theta, m, jax.random.fold_in(k, 1), st, start, checks
-      )
-    )(method_ids, seed_keys, state.students)
+
+    def train(start, method_ids, seed_keys, students):
+      return jax.vmap(
+        lambda m, k, st: l2t.run_checks(
+          model, optimizer, s, task, theta, m, jax.random.fold_in(k, 1), st, start, checks
+        )
+      )(method_ids, seed_keys, students)
+
+    students = l2t.over_devices(train, spread, shared=1)(
+      start, method_ids, seed_keys, state.students
+    )
     done = (start + p.chunk) // p.check_every
     metrics = {}
     for m in p.methods:
@@ -360,7 +386,7 @@ def student_experiment(config) -> base.Experiment:
   return base.Experiment(
     init=init,
     step=step,
-    batches_at=lambda step: {'student': np.zeros((1,), np.int32)},
+    batches_at=lambda step: {'student': np.zeros((mesh.size,), np.int32)},  # a row a device
     steps_per_epoch=p.student_iterations // p.chunk,
     progress_metrics=('test/',),
     write_artifacts=write_artifacts,

@@ -2,6 +2,11 @@
 analytic policy gradient, the baseline, the features, fill-to-M batching, episodes."""
 
 import itertools
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -186,6 +191,68 @@ def test_parallel_episodes_equal_one_at_a_time_and_repeat_exactly():
   )
   assert np.all(stats['i_tau'] % s.check_every == 0)
   assert 0.0 < float(jnp.mean(stats['drop_ratio'])) < 0.5  # keep bias 2: ~12 % dropped
+
+
+def test_a_block_draws_what_its_steps_would_draw_one_by_one():
+  """run_checks draws a block's pools and uniforms in one vmapped call: the student it
+  returns is the one of steps that each draw their own from fold_in(key, t) (the same pools
+  and decisions; parameters to rounding, compiled against op by op)."""
+  model, optimizer, s, task, theta = _tiny(tau=1.1, method_horizon=10)
+  k_init, k_run = jax.random.split(jax.random.key(4))
+  start = l2t.init_student(model, optimizer, s, task.train_x, theta, k_init)
+  for method in (0, 2, 3):  # teacher, self-paced, random drops: each reads the draws
+    blocks = jax.jit(
+      lambda st, m=method: l2t.run_checks(model, optimizer, s, task, theta, m, k_run, st, 0, 2)
+    )(start)
+    st = start
+    for t in range(2 * s.check_every):
+      st = l2t.student_step(model, optimizer, s, task, theta, method, k_run, st, t)
+      if (t + 1) % s.check_every == 0:
+        st = l2t._check(model, s, task, t, st)
+    for got, want in zip(jax.tree_util.tree_leaves(blocks), jax.tree_util.tree_leaves(st)):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # jit vs op by op: rounding
+    for field in ('used', 'considered', 'dropped'):  # counts of the drawn pools' decisions
+      assert float(getattr(blocks, field)) == float(getattr(st, field))
+    assert float(st.used) > 0
+
+
+TWO_DEVICES = textwrap.dedent('''
+    import json, sys
+    import jax, numpy as np
+    from jax.sharding import Mesh
+    sys.path.insert(0, {root!r})
+    from tests.skills.test_l2t import _tiny
+    from skillearn_jax.skills import l2t
+    model, optimizer, s, task, theta = _tiny()
+    keys = jax.random.split(jax.random.key(5), 4)
+    mesh = Mesh(np.asarray(jax.devices()), ('data',))
+    run = lambda m: jax.jit(lambda k: l2t.parallel_episodes(model, optimizer, s, task, theta, k, m))
+    one, two = run(None)(keys), run(mesh)(keys)
+    print(json.dumps({{'devices': jax.device_count(),
+                      'split': str(two[0].sharding.spec),
+                      'rewards': [np.asarray(one[0]).tolist(), np.asarray(two[0]).tolist()],
+                      'w1': float(np.max(np.abs(one[1]['w1'] - two[1]['w1'])))}}))
+''')
+
+
+def test_episodes_split_over_two_host_devices_equal_one_device():
+  """Two CPU host devices each run half the episodes (shard_map over the mesh): the same
+  rewards and scores as all of them vmapped on one device."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env['JAX_PLATFORMS'] = 'cpu'
+  out = subprocess.run(
+    [sys.executable, '-c', TWO_DEVICES.format(root=root)],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=root,
+    check=True,
+  )
+  got = json.loads(out.stdout.strip().splitlines()[-1])
+  assert got['devices'] == 2 and 'data' in got['split']
+  np.testing.assert_allclose(got['rewards'][0], got['rewards'][1], rtol=1e-6)
+  assert got['w1'] < 1e-5
 
 
 def test_episode_score_is_the_gradient_of_the_log_probability_of_its_decisions():

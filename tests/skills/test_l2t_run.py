@@ -3,6 +3,9 @@ mid student-training equal to an uninterrupted run, tfds mock data, bad input in
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -124,3 +127,39 @@ def test_variants_build_and_mnist_and_cifar10_run_on_mock_data(tmp_path):
   assert summary['student']['dataset'] == 'cifar10' and summary['student']['student'] == 'resnet'
   assert 0.0 <= summary['table']['l2t']['final_accuracy']['mean'] <= 1.0
   assert layout['teacher'][0].shape[1:] == (32, 32, 3) and layout['num_classes'] == 10
+
+
+TWO_DEVICES = textwrap.dedent('''
+    import json, sys
+    sys.path.insert(0, {root!r})
+    from skillearn_jax import config_check
+    from skillearn_jax.run import runner
+    from skillearn_jax.skills import l2t_run
+    from tests.skills.test_l2t_run import tiny
+    try:
+      l2t_run.check_config(tiny(**{{'l2t.parallel_episodes': 3}}))
+      refused = ''
+    except config_check.ConfigError as e:
+      refused = str(e)
+    out = runner.run(tiny(), {workdir!r})
+    print(json.dumps({{'table': out['table'], 'refused': refused}}))
+''')
+
+
+def test_both_stages_on_two_host_devices_give_the_one_device_table(tmp_path):
+  """With a CPU's cores as two host devices the teacher's episodes and the taught students are
+  split over them; the run's table is the one-device run's, and an episode count the devices
+  cannot share is refused in one line."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env['JAX_PLATFORMS'] = 'cpu'
+  program = TWO_DEVICES.format(root=root, workdir=str(tmp_path / 'two'))
+  out = subprocess.run(
+    [sys.executable, '-c', program], capture_output=True, text=True, env=env, cwd=root
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  got = json.loads(out.stdout.strip().splitlines()[-1])
+  assert got['refused'].startswith('config.l2t.parallel_episodes: 3 is not allowed; must be a ')
+  assert '2 devices' in got['refused']
+  one = runner.run(tiny(), str(tmp_path / 'one'))
+  assert got['table'] == json.loads(json.dumps(one['table']))
