@@ -2,8 +2,8 @@
 
 This module owns the progress report of a training loop: epoch, step of
 total, the loss and accuracy metrics (names whose last part ends in 'loss'
-or 'accuracy', e.g. 'val/loss', 'eval/valid_accuracy'; at most a few, held-out and
-validation ones first or those the experiment names), the step time (median of recent steps, leaving
+or 'accuracy', e.g. 'val/loss', 'eval/valid_accuracy') and any the experiment names in
+full (at most a few, held-out and validation ones first or those the experiment names), the step time (median of recent steps, leaving
 out the first one, which includes compilation), examples per second, and the
 estimated time to finish (h:mm:ss).
 """
@@ -33,8 +33,9 @@ def format_duration(seconds: float) -> str:
 def reported_metrics(
   metrics: Mapping[str, Any], limit: int, first=DEFAULT_FIRST
 ) -> list[tuple[str, float]]:
-  """The loss / accuracy metrics, at most `limit`: those whose names start with an entry of
-  `first` lead, in that order and accuracies before losses; the rest keep their order."""
+  """The loss / accuracy metrics and those `first` names in full (e.g. 'teacher/reward'), at
+  most `limit`: those whose names start with an entry of `first` lead, in that order and
+  accuracies before losses; the rest keep their order."""
 
   def rank(item):
     index, (name, _) = item
@@ -44,7 +45,7 @@ def reported_metrics(
   chosen = [
     (name, float(np.asarray(value)))
     for name, value in metrics.items()
-    if name.rsplit('/', 1)[-1].endswith(REPORTED_SUFFIXES)
+    if name.rsplit('/', 1)[-1].endswith(REPORTED_SUFFIXES) or name in first
   ]
   return [item for _, item in sorted(enumerate(chosen), key=rank)][:limit]
 

@@ -94,3 +94,8 @@ def test_held_out_accuracies_lead_and_an_experiment_may_choose():
   assert names == ['eval/round2/b_accuracy', 'val/loss', 'round1/a/accuracy']
   names = [n for n, _ in progress.reported_metrics(metrics, 2, first=('round2/',))]
   assert names == ['round2/b/loss', 'round1/a/accuracy']
+  # A metric named in full is reported whatever its name ends in (L2T's teacher/reward).
+  metrics['teacher/reward'] = 1.3
+  names = [n for n, _ in progress.reported_metrics(metrics, 2, first=('teacher/reward',))]
+  assert names == ['teacher/reward', 'round1/a/accuracy']
+  assert 'teacher/reward' not in [n for n, _ in progress.reported_metrics(metrics, 9)]
