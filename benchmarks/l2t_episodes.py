@@ -13,6 +13,8 @@ For a configs/l2t.py variant, with the XLA flags the CLI runs with, this times
   step itself, without that wait), with the arithmetic of one episode step (XLA's cost
   analysis of a student step and its share of a held-out check) and the rate it runs at,
   against the rate of one large f32 matmul here (`matmul_gflops`, the roof for these steps);
+- the floor: the student's bare training step on M examples (no teacher, features or
+  checks), one student against `--parallel` vmapped on one device (µs per student);
 - the wall time of the teacher stage through the runner (compile included) with
   `--teacher_steps` steps, on every device.
 Prints and writes (`--out`) one JSON object.
@@ -75,6 +77,7 @@ def main():
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
   from jax.sharding import Mesh  # pylint: disable=import-outside-toplevel
 
   from configs import l2t as l2t_config  # pylint: disable=import-outside-toplevel
@@ -159,6 +162,30 @@ def main():
     per_step = result[f'fixed_us_per_episode_step_{name}'] * 1e-6
     result[f'gflops_{name}'] = flops / per_step / 1e9
   result['matmul_gflops'] = _matmul_gflops()
+
+  # The floor: the student's bare training step (forward, backward, optimizer; no teacher,
+  # features or checks) on a minibatch of M, one student against `--parallel` vmapped.
+  def bare(params, opt_state, x, y):
+    def loss(p):
+      logits = model.apply(p, x)
+      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+    updates, opt_state = optimizer.update(jax.grad(loss)(params), opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  def bare_loop(step):
+    return jax.jit(lambda c, x, y: jax.lax.fori_loop(0, 200, lambda i, c: step(*c, x, y), c))
+
+  m = s.batch_size
+  x, y = task.train_x[:m], task.train_y[:m]
+  params = jax.vmap(lambda k: model.init(k, x[:1]))(keys)
+  carry = (params, jax.vmap(optimizer.init)(params))
+  one = jax.tree_util.tree_map(lambda a: a[0], carry)
+  xs = jnp.stack([x] * args.parallel)
+  ys = jnp.stack([y] * args.parallel)
+  result['bare_step_us_one'] = _best(bare_loop(bare), one, x, y) / 200 * 1e6
+  per = _best(bare_loop(jax.vmap(bare)), carry, xs, ys) / 200 * 1e6 / args.parallel
+  result['bare_step_us_per_student_vmapped'] = per
 
   with tempfile.TemporaryDirectory() as workdir:
     config.l2t.stage = 'teacher'
