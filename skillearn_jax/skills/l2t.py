@@ -340,8 +340,11 @@ def run_checks(
 def threefry_key(key) -> jax.Array:
   """A threefry key from any key (its raw words folded in): episodes draw from threefry.
 
-  Measured: with 'rbg' keys, vmapped MNIST episodes that reach τ in ~150 steps one at a time
-  failed to reach it in 2,000 steps for 2–4 students of 8, and threefry keys never did.
+  Why: under vmap JAX draws rbg bits for the whole batch from the batch's first key. Once the
+  first episode is done its step counter is frozen, so its key stops changing and every
+  episode still running redraws the same pools each block; vmapped MNIST episodes that reach
+  τ in ~150 steps alone then never reached it in 2,000 steps. Threefry keys are batched key
+  by key.
   """
   out = jax.random.key(0, impl='threefry2x32')
   for word in jnp.ravel(jax.random.key_data(key)):

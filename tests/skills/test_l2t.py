@@ -193,6 +193,20 @@ def test_parallel_episodes_equal_one_at_a_time_and_repeat_exactly():
   assert 0.0 < float(jnp.mean(stats['drop_ratio'])) < 0.5  # keep bias 2: ~12 % dropped
 
 
+def test_episodes_from_rbg_keys_are_those_of_their_own_keys_under_vmap():
+  """Under vmap JAX draws rbg bits for the whole batch from its first key, so a done first
+  episode (its step frozen) would make every other one redraw the same pools; episodes
+  re-key to threefry, and vmapped episodes stay those of their own keys."""
+  model, optimizer, s, task, theta = _tiny()
+  keys = jax.random.split(jax.random.key(5, impl='rbg'), 3)
+  _, scores, stats = l2t.parallel_episodes(model, optimizer, s, task, theta, keys)
+  single = jax.jit(lambda k: l2t.episode(model, optimizer, s, task, theta, k))
+  for i, k in enumerate(keys):
+    _, score, alone = single(k)
+    assert float(alone['i_tau']) == float(stats['i_tau'][i])
+    np.testing.assert_allclose(score['w1'], scores['w1'][i], rtol=1e-4, atol=1e-6)
+
+
 def test_a_block_draws_what_its_steps_would_draw_one_by_one():
   """run_checks draws a block's pools and uniforms in one vmapped call: the student it
   returns is the one of steps that each draw their own from fold_in(key, t) (the same pools
