@@ -136,12 +136,7 @@ def main():
   step_us = {'sequential': _best(jax.jit(fixed), keys[0]) * args.parallel}
   step_us['vmapped'] = _best(jax.jit(jax.vmap(fixed)), keys)
   if mesh.size > 1:
-    from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
-
-    spread = jax.shard_map(
-      jax.vmap(fixed), mesh=mesh, in_specs=P('data'), out_specs=P('data'), check_vma=False
-    )
-    step_us['split'] = _best(jax.jit(spread), keys)
+    step_us['split'] = _best(jax.jit(l2t.over_devices(jax.vmap(fixed), mesh)), keys)
   for name, total in step_us.items():
     result[f'fixed_us_per_episode_step_{name}'] = 1e6 * total / (args.parallel * checks * every)
     if name != 'sequential':

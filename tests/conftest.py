@@ -6,9 +6,14 @@ checkpoint); the cache lets the second build skip XLA. It lives in a fresh
 temporary directory, so every session still compiles each program once.
 Tests that run the runner pass `XLA_CACHE_DIR` as the config's cache dir so
 they keep using it. The `releaser_events` fixture records when a runner
-starts and stops its compiler-memory releases.
+starts and stops its compiler-memory releases. `on_host_devices` runs a
+program in a fresh process whose CPU shows as several devices.
 """
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -21,6 +26,26 @@ from skillearn_jax.run import compilation_cache  # noqa: E402  (after the XLA fl
 
 XLA_CACHE_DIR = tempfile.mkdtemp(prefix='skillearn_test_xla_cache_')
 compilation_cache.enable(XLA_CACHE_DIR, min_compile_time_secs=0.5)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def on_host_devices(program: str, devices: int = 2, timeout: float = 300) -> dict:
+  """The JSON after the last 'RESULT ' line `program` prints, run from the repository in a
+  fresh process (the device count is fixed when JAX starts) with the CPU as `devices`
+  host devices."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  proc = subprocess.run(
+    [sys.executable, '-c', program],
+    env=env,
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')][-1]
+  return json.loads(line[len('RESULT ') :])
 
 
 def with_overrides(config, **overrides):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from skillearn_jax.run import sharding
+from tests.conftest import on_host_devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -128,17 +129,7 @@ def _result(stdout):
 
 @pytest.fixture(scope='module')
 def two_devices():
-  env = dict(
-    os.environ,
-    XLA_FLAGS='--xla_force_host_platform_device_count=2',
-    JAX_PLATFORMS='cpu',
-    PYTHONPATH=REPO,
-  )
-  proc = subprocess.run(
-    [sys.executable, '-c', TWO_DEVICE_SCRIPT], env=env, capture_output=True, text=True, timeout=120
-  )
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return _result(proc.stdout)
+  return on_host_devices(TWO_DEVICE_SCRIPT, timeout=120)
 
 
 @pytest.fixture(scope='module')

@@ -2,10 +2,6 @@
 analytic policy gradient, the baseline, the features, fill-to-M batching, episodes."""
 
 import itertools
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -16,6 +12,7 @@ import pytest
 
 from skillearn_jax.skills import l2t
 from skillearn_jax.skills import l2t_students
+from tests.conftest import on_host_devices
 
 
 def test_reward_is_minus_log_of_the_fraction_of_the_cap():
@@ -231,10 +228,9 @@ def test_a_block_draws_what_its_steps_would_draw_one_by_one():
 
 
 TWO_DEVICES = textwrap.dedent('''
-    import json, sys
+    import json
     import jax, numpy as np
     from jax.sharding import Mesh
-    sys.path.insert(0, {root!r})
     from tests.skills.test_l2t import _tiny
     from skillearn_jax.skills import l2t
     model, optimizer, s, task, theta = _tiny()
@@ -242,28 +238,17 @@ TWO_DEVICES = textwrap.dedent('''
     mesh = Mesh(np.asarray(jax.devices()), ('data',))
     run = lambda m: jax.jit(lambda k: l2t.parallel_episodes(model, optimizer, s, task, theta, k, m))
     one, two = run(None)(keys), run(mesh)(keys)
-    print(json.dumps({{'devices': jax.device_count(),
-                      'split': str(two[0].sharding.spec),
-                      'rewards': [np.asarray(one[0]).tolist(), np.asarray(two[0]).tolist()],
-                      'w1': float(np.max(np.abs(one[1]['w1'] - two[1]['w1'])))}}))
+    print('RESULT ' + json.dumps({'devices': jax.device_count(),
+                                  'split': str(two[0].sharding.spec),
+                                  'rewards': [np.asarray(one[0]).tolist(), np.asarray(two[0]).tolist()],
+                                  'w1': float(np.max(np.abs(one[1]['w1'] - two[1]['w1'])))}))
 ''')
 
 
 def test_episodes_split_over_two_host_devices_equal_one_device():
   """Two CPU host devices each run half the episodes (shard_map over the mesh): the same
   rewards and scores as all of them vmapped on one device."""
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  env['JAX_PLATFORMS'] = 'cpu'
-  out = subprocess.run(
-    [sys.executable, '-c', TWO_DEVICES.format(root=root)],
-    capture_output=True,
-    text=True,
-    env=env,
-    cwd=root,
-    check=True,
-  )
-  got = json.loads(out.stdout.strip().splitlines()[-1])
+  got = on_host_devices(TWO_DEVICES)
   assert got['devices'] == 2 and 'data' in got['split']
   np.testing.assert_allclose(got['rewards'][0], got['rewards'][1], rtol=1e-6)
   assert got['w1'] < 1e-5

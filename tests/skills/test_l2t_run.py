@@ -3,8 +3,6 @@ mid student-training equal to an uninterrupted run, tfds mock data, bad input in
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -16,7 +14,7 @@ from skillearn_jax import config_check
 from skillearn_jax import skills
 from skillearn_jax.run import runner
 from skillearn_jax.skills import l2t_run
-from tests.conftest import XLA_CACHE_DIR
+from tests.conftest import XLA_CACHE_DIR, on_host_devices
 
 
 def tiny(variant='quick', **overrides):
@@ -130,8 +128,7 @@ def test_variants_build_and_mnist_and_cifar10_run_on_mock_data(tmp_path):
 
 
 TWO_DEVICES = textwrap.dedent('''
-    import json, sys
-    sys.path.insert(0, {root!r})
+    import json
     from skillearn_jax import config_check
     from skillearn_jax.run import runner
     from skillearn_jax.skills import l2t_run
@@ -142,7 +139,7 @@ TWO_DEVICES = textwrap.dedent('''
     except config_check.ConfigError as e:
       refused = str(e)
     out = runner.run(tiny(), {workdir!r})
-    print(json.dumps({{'table': out['table'], 'refused': refused}}))
+    print('RESULT ' + json.dumps({{'table': out['table'], 'refused': refused}}))
 ''')
 
 
@@ -150,15 +147,7 @@ def test_both_stages_on_two_host_devices_give_the_one_device_table(tmp_path):
   """With a CPU's cores as two host devices the teacher's episodes and the taught students are
   split over them; the run's table is the one-device run's, and an episode count the devices
   cannot share is refused in one line."""
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  env['JAX_PLATFORMS'] = 'cpu'
-  program = TWO_DEVICES.format(root=root, workdir=str(tmp_path / 'two'))
-  out = subprocess.run(
-    [sys.executable, '-c', program], capture_output=True, text=True, env=env, cwd=root
-  )
-  assert out.returncode == 0, out.stderr[-2000:]
-  got = json.loads(out.stdout.strip().splitlines()[-1])
+  got = on_host_devices(TWO_DEVICES.format(workdir=str(tmp_path / 'two')))
   assert got['refused'].startswith('config.l2t.parallel_episodes: 3 is not allowed; must be a ')
   assert '2 devices' in got['refused']
   one = runner.run(tiny(), str(tmp_path / 'one'))
